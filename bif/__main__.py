@@ -1,0 +1,223 @@
+"""Command line: python -m bif {demo, run, top, export, runs, delete, bench}. Run `python -m bif -h`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _bar():
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, unit="‰", bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}")
+
+    def progress(ev: dict) -> None:
+        if ev.get("stage") == "sample":
+            bar.set_description(f"chain {ev['chain'] + 1}/{ev.get('chains', '?')} draw {ev['draw']}/{ev['draws']}")
+            bar.set_postfix_str(f"loss {ev['sampling_loss']:.3f} eta {ev.get('eta_s', 0):.0f}s")
+            bar.n = int(1000 * ev.get("fraction", 0))
+        elif ev.get("stage") in ("tokenizer", "train", "save"):
+            bar.set_description(f"building demo model: {ev['stage']}")
+            if ev.get("steps"):
+                bar.n = int(1000 * ev.get("step", 0) / ev["steps"])
+                bar.set_postfix_str(f"loss {ev.get('loss', float('nan')):.3f}")
+        bar.refresh()
+
+    return bar, progress
+
+
+def _config(args):
+    from .config import SamplerConfig, preset
+    from .errors import ConfigError
+
+    overrides = {}
+    fields = {f.name: f for f in dataclasses.fields(SamplerConfig)}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise ConfigError(f"--set {key}: unknown setting. Known: {', '.join(fields)}")
+        overrides[key] = tuple(value.split(",")) if key == "param_patterns" else json.loads(value) \
+            if value[:1] in "0123456789-[" or value in ("true", "false") else value
+    return preset(args.preset, **overrides)
+
+
+def cmd_demo(args) -> None:
+    from .builtin import build_demo_model
+
+    bar, progress = _bar()
+    path = build_demo_model(args.cache, seed=args.seed, progress=progress)
+    bar.close()
+    print(path)
+
+
+def cmd_run(args) -> None:
+    from .data import DataSpec, Query
+    from .models import ModelSpec, generate_completion, load_model
+    from .runs import compute_run
+
+    model = ModelSpec(args.model, trust_remote_code=args.trust_remote_code)
+    completion = args.completion
+    if completion is None:
+        loaded = load_model(model, args.cache)
+        completion = generate_completion(loaded, args.prompt, args.max_new_tokens, greedy=args.seed_gen is None,
+                                         seed=args.seed_gen or 0)
+        print(f"generated completion: {completion!r}")
+    data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
+    bar, progress = _bar()
+    run = compute_run(model, data, [Query(args.prompt, completion)], _config(args), args.cache, progress)
+    bar.n = 1000
+    bar.close()
+    print(f"run {run.key} in {run.dir}")
+    _print_top(run, 0, None, args.k)
+
+
+def _print_top(run, query: int, token: int | None, k: int) -> None:
+    from . import influence
+
+    trace, row = run.trace(query)
+    s = influence.samples(trace, row, token)
+    print(f"\nquery: {run.queries[query].prompt!r} -> {run.queries[query].completion!r}")
+    print(f"scored: {run.request['how_scored']}")
+    print("support = Corr(training-sample loss, completion loss); > 0 makes the completion more likely. "
+          "* = stands out of the noise (BH-corrected, FDR 5 %)")
+    for sign in ("support", "oppose"):
+        print(f"\nmost {'supporting' if sign == 'support' else 'opposing'}:")
+        for i in s.top(k, sign):
+            text = run.train_texts[i].replace("\n", " ⏎ ")
+            print(f"  {s.support[i]:+.3f} ± {s.support_se[i]:.3f} {'*' if s.significant[i] else ' '} "
+                  f"#{run.train_ids[i]:<5} {text[:90]}")
+    st = influence.stability(trace, row, k=min(k, 10), token=token)
+    print(f"\ntop-{st['k']} agreement between chain halves: support {st['topk_support_overlap']:.0%}, "
+          f"oppose {st['topk_oppose_overlap']:.0%}")
+
+
+def _open(args):
+    from pathlib import Path
+
+    from .runs import open_run
+
+    path = Path(args.run)
+    return open_run(path if path.is_dir() else Path(args.cache) / "runs" / args.run)
+
+
+def cmd_top(args) -> None:
+    _print_top(_open(args), args.query, args.token, args.k)
+
+
+def export_rows(run, query: int, token: int | None = None) -> list[dict]:
+    """One row per scored training sample with every score of the chosen view."""
+    from . import influence
+
+    trace, row = run.trace(query)
+    s = influence.samples(trace, row, token)
+    return [{"train_id": run.train_ids[i], "text": run.train_texts[i], "support": s.support[i],
+             "support_se": s.support_se[i], "bif": s.bif[i], "bif_se": s.bif_se[i], "p": s.p[i], "q": s.q[i],
+             "significant": bool(s.significant[i])} for i in range(len(run.train_ids))]
+
+
+def cmd_export(args) -> None:
+    run = _open(args)
+    rows = export_rows(run, args.query, args.token)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    if args.format == "json":
+        json.dump({"run": run.key, "query": run.queries[args.query].to_dict(), "token": args.token,
+                   "convention": "support = Corr (positive = supports); bif = -Cov (negative = supports)",
+                   "request": run.request, "rows": rows}, out, indent=1, default=float)
+    else:
+        w = csv.DictWriter(out, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    if args.out:
+        out.close()
+        print(f"wrote {len(rows)} rows to {args.out}")
+
+
+def cmd_runs(args) -> None:
+    from .runs import list_runs
+
+    for r in list_runs(args.cache):
+        state = "done" if r["complete"] else f"partial ({r['chains_done']} chains)"
+        print(f"{r['key']}  {state:<18} {r['model'][:30]:<30} {r['data'][-30:]:<30} {r['size_mb']:6.1f} MB  "
+              f"{r['query'][:40]!r}")
+
+
+def cmd_delete(args) -> None:
+    from .runs import delete_run
+
+    delete_run(args.key, args.cache)
+    print(f"deleted {args.key}")
+
+
+def cmd_bench(args) -> None:
+    from .benchmark import main as bench_main
+
+    bench_main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bif", description="Bayesian influence functions for language models.")
+    p.add_argument("--cache", default=os.environ.get("BIF_CACHE", "cache"), help="cache directory (default: cache)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="build the demo model (trained here, ~2 min on 2 cores)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo)
+    r = sub.add_parser("run", help="compute (or reuse) a BIF run and print the top samples")
+    r.add_argument("--model", default="demo", help="'demo', 'smollm2' or a local model directory")
+    r.add_argument("--trust-remote-code", action="store_true")
+    r.add_argument("--data", default="demo", help="'demo' or a .txt/.jsonl/.csv/.parquet file")
+    r.add_argument("--max-length", type=int, default=64)
+    r.add_argument("--n-scored", type=int, default=256, help="training samples ranked (0 = all)")
+    r.add_argument("--prompt", required=True)
+    r.add_argument("--completion", help="omit to let the model generate it")
+    r.add_argument("--max-new-tokens", type=int, default=32)
+    r.add_argument("--seed-gen", type=int, help="sample the completion with this seed (default: greedy)")
+    r.add_argument("--preset", default="demo-cpu")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting, e.g. draws=200")
+    r.add_argument("-k", type=int, default=5)
+    r.set_defaults(fn=cmd_run)
+    for name, fn, hlp in (("top", cmd_top, "print the most supporting and opposing samples of a run"),
+                          ("export", cmd_export, "write a run's scores as CSV or JSON")):
+        t = sub.add_parser(name, help=hlp)
+        t.add_argument("run", help="run key or directory")
+        t.add_argument("--query", type=int, default=0)
+        t.add_argument("--token", type=int, help="one completion position instead of the whole completion")
+        t.add_argument("-k", type=int, default=10)
+        if name == "export":
+            t.add_argument("--format", choices=("csv", "json"), default="csv")
+            t.add_argument("--out", help="file (default: stdout)")
+        t.set_defaults(fn=fn)
+    sub.add_parser("runs", help="list cached runs").set_defaults(fn=cmd_runs)
+    dl = sub.add_parser("delete", help="delete a cached run")
+    dl.add_argument("key")
+    dl.set_defaults(fn=cmd_delete)
+    b = sub.add_parser("bench", help="speed and seed-to-seed agreement of a preset (prints the README's figures)")
+    b.add_argument("--preset", default="demo-cpu")
+    b.add_argument("--quick", action="store_true", help="smaller measurement, for a smoke check")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .errors import BIFError
+
+    try:
+        args.fn(args)
+    except BIFError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished chains are kept; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Training sets and queries -> `Examples` of token ids with loss masks.
+
+Training files: .txt (one example per paragraph, or per line when there are no blank lines), .jsonl (a `text`
+field, or `prompt` + `completion`), .csv and .parquet (the same columns). Every training token is observed;
+a query observes only its completion (the prompt is context).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+from .examples import Examples, tensor_fingerprint
+
+FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which training data, how it is cut, and which of it is scored at every draw."""
+
+    source: str = "demo"  # 'demo' (chatterbot conversations) or a path to a .txt/.jsonl/.csv/.parquet file
+    max_length: int = 64  # tokens per training example (longer ones are truncated)
+    n_scored: int | None = 256  # training samples scored at every draw (None = all); the rest only drive SGLD
+    subset_seed: int = 0  # which random subset is scored
+    nearest_per_query: int = 8  # also score the samples sharing most words with each query
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise DataError("max_length must be at least 2 tokens.")
+        if self.n_scored is not None and self.n_scored < 2:
+            raise DataError("n_scored must be at least 2 (or None for all samples).")
+        if self.nearest_per_query < 0:
+            raise DataError("nearest_per_query must be ≥ 0.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A prompt (context) and the completion whose tokens are the observables."""
+
+    prompt: str
+    completion: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_texts(source: str) -> list[str]:
+    """The training texts of a source ('demo' or a file path), in file order. DataError on any problem."""
+    if source == "demo":
+        from .builtin import demo_texts
+        return demo_texts()
+    path = Path(source).expanduser()
+    if path.suffix.lower() not in FORMATS:
+        raise DataError(f"Unknown training file format {path.suffix or '(none)'!r} for {path.name!r}. "
+                        f"Use one of {', '.join(FORMATS)}.")
+    if not path.is_file():
+        raise DataError(f"Training file {str(path)!r} does not exist.")
+    try:
+        if path.suffix.lower() == ".txt":
+            raw = path.read_text(encoding="utf-8").strip()
+            parts = re.split(r"\n\s*\n", raw) if re.search(r"\n\s*\n", raw) else raw.splitlines()
+            texts = [p.strip() for p in parts]
+        elif path.suffix.lower() == ".jsonl":
+            texts = [_record_text(_json_line(line, i + 1), f"line {i + 1}")
+                     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()) if line.strip()]
+        else:
+            import pandas as pd
+            frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+            texts = [_record_text(r, f"row {i + 1}") for i, r in enumerate(frame.to_dict("records"))]
+    except DataError:
+        raise
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path.name!r} is not UTF-8 text ({e.reason}). Save it as UTF-8.") from e
+    except Exception as e:  # pandas/pyarrow raise many types for damaged files
+        raise DataError(f"Could not read {path.name!r}: {e}") from e
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise DataError(f"{path.name!r} holds no non-empty training text.")
+    return texts
+
+
+def _json_line(line: str, number: int):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON on line {number}: {e.msg}. Write one JSON object per line.") from e
+
+
+def _record_text(rec, where: str) -> str:
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected an object with 'text' or 'prompt'/'completion', got {type(rec).__name__}.")
+    if isinstance(rec.get("text"), str):
+        return rec["text"]
+    if isinstance(rec.get("prompt"), str) and isinstance(rec.get("completion"), str):
+        return rec["prompt"] + rec["completion"]
+    raise DataError(f"{where}: needs a string field 'text', or 'prompt' and 'completion'. Found {sorted(rec)}.")
+
+
+def _token_strings(tokenizer, ids: list[int]) -> list[str]:
+    return [tokenizer.decode([i]) for i in ids]
+
+
+def _pack(rows: list[list[int]], masks: list[list[bool]], pad_id: int, texts: list[str], tokenizer,
+          ids: list[int] | None = None) -> Examples:
+    T = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    attention = torch.zeros(len(rows), T, dtype=torch.long)
+    mask = torch.zeros(len(rows), T - 1, dtype=torch.bool)
+    for i, (r, m) in enumerate(zip(rows, masks)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        attention[i, : len(r)] = 1
+        mask[i, : len(m)] = torch.tensor(m, dtype=torch.bool)
+    return Examples(inputs={"input_ids": input_ids, "attention_mask": attention}, mask=mask,
+                    lengths=attention.sum(1), texts=texts, tokens=[_token_strings(tokenizer, r) for r in rows], ids=ids,
+                    fingerprint=tensor_fingerprint([input_ids, mask]))
+
+
+def tokenize_texts(tokenizer, texts: list[str], max_length: int, ids: list[int] | None = None) -> Examples:
+    """Training texts -> Examples (n, T) with every next-token position observed. EOS is appended when known."""
+    rows = []
+    for t in texts:
+        r = tokenizer(t, add_special_tokens=True)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            r = r + [tokenizer.eos_token_id]
+        rows.append(r[:max_length])
+    short = [i for i, r in enumerate(rows) if len(r) < 2]
+    if short:
+        raise DataError(f"{len(short)} training text(s) give fewer than 2 tokens (first: #{short[0]}).")
+    return _pack(rows, [[True] * (len(r) - 1) for r in rows], tokenizer.pad_token_id, list(texts), tokenizer, ids)
+
+
+def tokenize_queries(tokenizer, queries: list[Query], max_length: int) -> Examples:
+    """Queries -> Examples where only positions predicting completion tokens are observed."""
+    if not queries:
+        raise DataError("Give at least one query (a prompt and a completion).")
+    rows, masks = [], []
+    for i, q in enumerate(queries):
+        if not q.completion.strip():
+            raise DataError(f"Query {i + 1} has an empty completion. Type one, or generate it with the model.")
+        p = tokenizer(q.prompt, add_special_tokens=True)["input_ids"] if q.prompt else []
+        c = tokenizer(q.completion, add_special_tokens=False)["input_ids"]
+        if not p:
+            p, c = c[:1], c[1:]  # without a prompt the first token has no context to be predicted from
+            if not c:
+                raise DataError(f"Query {i + 1}: a completion without a prompt needs at least 2 tokens.")
+        if len(p) + len(c) > max_length:
+            raise DataError(f"Query {i + 1} is {len(p) + len(c)} tokens long; the model's context is {max_length}. "
+                            "Shorten the prompt or the completion.")
+        rows.append(p + c)
+        masks.append([k + 1 >= len(p) for k in range(len(p) + len(c) - 1)])
+    return _pack(rows, masks, tokenizer.pad_token_id, [q.prompt + q.completion for q in queries], tokenizer)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def scored_indices(texts: list[str], spec: DataSpec, queries: list[Query]) -> tuple[list[int], str]:
+    """Which training samples are scored, and a sentence saying how they were chosen (shown in the UI)."""
+    n = len(texts)
+    if spec.n_scored is None or spec.n_scored >= n:
+        return list(range(n)), f"all {n} training samples"
+    g = torch.Generator().manual_seed(spec.subset_seed)
+    chosen = set(torch.randperm(n, generator=g)[: spec.n_scored].tolist())
+    near = set()
+    if spec.nearest_per_query:
+        words = [_words(t) for t in texts]
+        for q in queries:
+            qw = _words(q.prompt + " " + q.completion)
+            overlap = [len(qw & w) / (len(qw | w) or 1) for w in words]
+            near |= set(sorted(range(n), key=lambda i: -overlap[i])[: spec.nearest_per_query])
+    idx = sorted(chosen | near)
+    how = f"{len(idx)} of {n} training samples: {spec.n_scored} at random (seed {spec.subset_seed})"
+    if near:
+        how += f" plus the {spec.nearest_per_query} sharing most words with each query"
+    return idx, how + ". The other samples drive the sampler but are not ranked (an approximation)."

@@ -1,0 +1,88 @@
+"""The views of a run, each computed on demand from a LossTrace (never the full (n, T, q, T) tensor).
+
+Conventions: the observed set "train" holds the scored training samples, "query" the queries. A query position p
+is the loss of predicting token p+1; only completion positions are observed. All functions return `Scores`
+(see estimators.py for the sign convention: `support` = +Corr, positive = makes the completion more likely).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .estimators import Scores, covariance, jaccard, masked, topk_overlap
+from .trace import LossTrace
+
+
+def _query_series(trace: LossTrace, query: int, token: int | None, name: str) -> np.ndarray:
+    """(C, D, 1): loss of the whole completion (token=None) or of one completion position."""
+    if token is None:
+        return trace.series(name, [query])
+    if not trace.masks[name][query, token]:
+        raise ValueError(f"position {token} of query {query} is not a completion token")
+    return trace.losses[name][:, :, query, token][..., None].astype(np.float64)
+
+
+def samples(trace: LossTrace, query: int, token: int | None = None, chains=slice(None),
+            train: str = "train", queries: str = "query") -> Scores:
+    """Influence of every scored training sample on a query (whole completion, or one position): shape (n,)."""
+    t = LossTrace({k: v[chains] for k, v in trace.losses.items()}, trace.masks, trace.init,
+                  trace.sampling_loss[chains])
+    s = covariance(t.series(train), _query_series(t, query, token, queries))
+    return _squeeze(s, 1)
+
+
+def query_tokens(trace: LossTrace, query: int, sample: int | None = None,
+                 train: str = "train", queries: str = "query") -> Scores:
+    """Influence on each completion position of a query: shape (Pq,), NaN outside the completion.
+
+    sample=None aggregates the whole scored training set (Σ_i ℓ_i; −Cov is additive over samples).
+    """
+    x = trace.series(train).sum(-1, keepdims=True) if sample is None else trace.series(train, [sample])
+    y = trace.losses[queries][:, :, query].astype(np.float64)  # (C, D, Pq)
+    s = _squeeze(covariance(x, y), 0)
+    return masked(s, trace.masks[queries][query])
+
+
+def train_tokens(trace: LossTrace, sample: int, query: int, token: int | None = None,
+                 train: str = "train", queries: str = "query") -> Scores:
+    """Influence of each position of one training sample on a query: shape (P,), NaN at padding."""
+    x = trace.losses[train][:, :, sample].astype(np.float64)  # (C, D, P)
+    s = _squeeze(covariance(x, _query_series(trace, query, token, queries)), 1)
+    return masked(s, trace.masks[train][sample])
+
+
+def pair(trace: LossTrace, sample: int, query: int, train: str = "train", queries: str = "query") -> Scores:
+    """Token × token influence of one training sample on one query: shape (P, Pq)."""
+    x = trace.losses[train][:, :, sample].astype(np.float64)
+    y = trace.losses[queries][:, :, query].astype(np.float64)
+    keep = np.outer(trace.masks[train][sample], trace.masks[queries][query])
+    return masked(covariance(x, y), keep)
+
+
+def stability(trace: LossTrace, query: int, k: int = 10, token: int | None = None) -> dict:
+    """How stable the ranking is: the same view from the first and the second half of the chains.
+
+    Returns top-k overlap (support and oppose) and the Jaccard index of the significant sets between halves.
+    Needs ≥ 2 chains; with fewer draws per half the significant sets shrink, so this is a conservative check.
+    """
+    C = trace.chains
+    a = samples(trace, query, token, chains=slice(0, C // 2))
+    b = samples(trace, query, token, chains=slice(C // 2, C))
+    return {
+        "topk_support_overlap": topk_overlap(a.top(k, "support"), b.top(k, "support")),
+        "topk_oppose_overlap": topk_overlap(a.top(k, "oppose"), b.top(k, "oppose")),
+        "significant_jaccard": jaccard(np.flatnonzero(a.significant), np.flatnonzero(b.significant)),
+        "spearman": float(_spearman(a.corr, b.corr)),
+        "k": k,
+    }
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 1 else float("nan")
+
+
+def _squeeze(s: Scores, axis: int) -> Scores:
+    f = lambda a: np.take(a, 0, axis=axis)  # noqa: E731
+    return Scores(bif=f(s.bif), bif_se=f(s.bif_se), corr=f(s.corr), corr_se=f(s.corr_se), p=f(s.p), q=f(s.q),
+                  significant=f(s.significant), n_draws=s.n_draws, n_batches=s.n_batches)

@@ -1,0 +1,350 @@
+"""Runs of a language model: compute (or reuse) a cached BIF run, add queries by replay, list and delete runs.
+
+A run is keyed by content: schema version, model weights + tokenizer, training data + scored subset, queries and
+the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
+
+    request.json             what was asked (model, data, queries, config) and the fingerprints
+    examples.safetensors     token ids and masks of the scored training samples and the queries
+    texts.json               their texts and token strings (for display)
+    init.safetensors         losses at w*
+    chain_000.safetensors    one per chain, written atomically when the chain finishes (resume point)
+    queries/<qkey>/...       queries added later by replay (same layout, query set only)
+    COMPLETE                 written last: sha256 of every file above
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+
+from .config import SamplerConfig
+from .data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
+from .errors import CacheError, ConfigError, ReplayMismatch
+from .examples import Examples, lm_token_loss, score_examples
+from .models import LoadedModel, ModelSpec, load_model
+from .sampler import Progress, resolve_device, sample_chain
+from .trace import LossTrace, load_chain, save_chain
+
+SCHEMA = 1
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class QuerySet:
+    """Queries observed in one sampling pass: the run's own, or a set added later by replay."""
+
+    key: str
+    queries: list[Query]
+    losses: np.ndarray  # (C, D, q, Pq)
+    mask: np.ndarray  # (q, Pq)
+    init: np.ndarray  # (q, Pq)
+    tokens: list[list[str]]
+
+
+@dataclass
+class Run:
+    """A finished run opened from disk. `trace(i)` gives the LossTrace for query i (any query set)."""
+
+    dir: Path
+    key: str
+    request: dict
+    train_losses: np.ndarray  # (C, D, n, P)
+    train_mask: np.ndarray  # (n, P)
+    train_init: np.ndarray
+    train_texts: list[str]
+    train_tokens: list[list[str]]
+    train_ids: list[int]  # index of each scored sample in the training set
+    sampling_loss: np.ndarray  # (C, S)
+    query_sets: list[QuerySet]
+
+    @property
+    def config(self) -> SamplerConfig:
+        return SamplerConfig.from_dict(self.request["config"])
+
+    @property
+    def queries(self) -> list[Query]:
+        return [q for s in self.query_sets for q in s.queries]
+
+    def _locate(self, i: int) -> tuple[QuerySet, int]:
+        for s in self.query_sets:
+            if i < len(s.queries):
+                return s, i
+            i -= len(s.queries)
+        raise IndexError(f"query {i} out of range")
+
+    def trace(self, query: int) -> tuple[LossTrace, int]:
+        """(LossTrace with observed sets 'train' and 'query', row of the query in it)."""
+        s, row = self._locate(query)
+        return LossTrace(losses={"train": self.train_losses, "query": s.losses},
+                         masks={"train": self.train_mask, "query": s.mask},
+                         init={"train": self.train_init, "query": s.init},
+                         sampling_loss=self.sampling_loss), row
+
+    def query_tokens(self, query: int) -> list[str]:
+        s, row = self._locate(query)
+        return s.tokens[row]
+
+
+@dataclass
+class _Prepared:
+    loaded: LoadedModel
+    texts: list[str]
+    train_all: Examples  # the sampling set (all training texts)
+    scored: Examples
+    queries: Examples
+    how_scored: str
+    key: str
+    request: dict
+
+
+def _prepare(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
+             cache_root: Path, progress: Progress | None, device) -> _Prepared:
+    loaded = load_model(model, cache_root, device=device, progress=progress)
+    texts = load_texts(data.source)
+    max_len = min(data.max_length, loaded.max_length)
+    train_all = tokenize_texts(loaded.tokenizer, texts, max_len)
+    idx, how = scored_indices(texts, data, queries)
+    scored = train_all.subset(idx)
+    qex = tokenize_queries(loaded.tokenizer, queries, loaded.max_length)
+    request = {"schema": SCHEMA, "model": model.to_dict(), "data": data.to_dict(),
+               "queries": [q.to_dict() for q in queries], "config": config.to_dict(),
+               "fingerprints": {"model": loaded.fingerprint, "train": train_all.fingerprint,
+                                "scored": scored.fingerprint, "queries": qex.fingerprint},
+               "scored_ids": idx, "how_scored": how, "model_label": loaded.label,
+               "n_train": len(texts), "approximate": config.is_approximate}
+    key_parts = {k: request[k] for k in ("schema", "fingerprints")}
+    key_parts["sampling"] = config.sampling_key()
+    key_parts["storage"] = [config.score_dtype, config.trace_dtype]
+    return _Prepared(loaded, texts, train_all, scored, qex, how, _hash(key_parts), request)
+
+
+def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
+                cache_root: str | Path = "cache", progress: Progress | None = None) -> Run:
+    """Compute the run (or open it if it is cached; resume it chain by chain if it was interrupted).
+
+    A file lock makes concurrent callers of the same run compute it once. `progress` gets dicts with
+    stage, chain, chains, step, steps, draw, draws, sampling_loss, fraction, eta_s; it may raise to cancel.
+    """
+    cache_root = Path(cache_root)
+    device = resolve_device(config.device)
+    prep = _prepare(model, data, queries, config, cache_root, progress, device)
+    run_dir = cache_root / "runs" / prep.key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(run_dir / "lock")):
+        if (run_dir / "COMPLETE").exists():
+            return open_run(run_dir)
+        _write_inputs(run_dir, prep)
+        observed = {"train": prep.scored, "query": prep.queries}
+        lm = prep.loaded.model
+        names = list(observed)
+        for c in range(config.chains):
+            path = run_dir / f"chain_{c:03d}.safetensors"
+            if path.exists():
+                try:
+                    load_chain(path, names, config.draws, config.steps_per_chain)
+                    continue
+                except CacheError:
+                    path.unlink()  # a damaged chain is recomputed
+            chain = sample_chain(lm, lm_token_loss, prep.train_all, observed, config, c,
+                                 _overall(progress, c, config), device)
+            save_chain(path, chain, config.trace_dtype)
+        files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".safetensors"))
+        (run_dir / "COMPLETE").write_text(json.dumps({n: _sha(run_dir / n) for n in files}))
+    return open_run(run_dir)
+
+
+def _overall(progress: Progress | None, chain: int, config: SamplerConfig) -> Progress | None:
+    """Wrap a progress callback to add the whole run's fraction and ETA."""
+    if progress is None:
+        return None
+    S = config.steps_per_chain
+
+    def report(ev: dict) -> None:
+        done = chain * S + ev["step"]
+        total = config.chains * S
+        rate = ev["elapsed_s"] / max(ev["step"], 1)
+        progress({**ev, "chains": config.chains, "fraction": done / total, "eta_s": rate * (total - done)})
+
+    return report
+
+
+def _write_inputs(run_dir: Path, prep: _Prepared) -> None:
+    """request.json, examples, texts and losses at w* (rewritten identically on resume)."""
+    lm = prep.loaded.model
+    device = next(lm.parameters()).device
+    cfg = SamplerConfig.from_dict(prep.request["config"])
+    init = {k: score_examples(lm, lm_token_loss, ex, cfg.score_batch_size, device).cpu()
+            for k, ex in (("train", prep.scored), ("query", prep.queries))}
+    _atomic_json(run_dir / "request.json", {**prep.request, "created": time.time(), "device": str(device)})
+    _atomic_json(run_dir / "texts.json", {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
+                                          "query_tokens": prep.queries.tokens})
+    _atomic_save({"train.input_ids": prep.scored.inputs["input_ids"], "train.mask": prep.scored.mask,
+                  "query.input_ids": prep.queries.inputs["input_ids"], "query.mask": prep.queries.mask},
+                 run_dir / "examples.safetensors")
+    _atomic_save({"train": init["train"], "query": init["query"]}, run_dir / "init.safetensors")
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def _atomic_save(tensors: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def open_run(run_dir: str | Path, verify: bool = True) -> Run:
+    """Open a finished run; CacheError if it is incomplete or a file changed since it was written."""
+    run_dir = Path(run_dir)
+    marker = run_dir / "COMPLETE"
+    if not marker.exists():
+        raise CacheError(f"Run {run_dir.name} is not complete (interrupted or still running). "
+                         "Start it again to resume, or delete it.")
+    try:
+        sums = json.loads(marker.read_text())
+        request = json.loads((run_dir / "request.json").read_text())
+        texts = json.loads((run_dir / "texts.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"Run {run_dir.name} is damaged ({e}). Delete it and compute it again.") from e
+    if verify:
+        bad = [n for n, s in sums.items() if not (run_dir / n).exists() or _sha(run_dir / n) != s]
+        if bad:
+            raise CacheError(f"Run {run_dir.name} is corrupt: {bad} changed after it was written. "
+                             "Delete it and compute it again.")
+    config = SamplerConfig.from_dict(request["config"])
+    chains = [load_chain(run_dir / f"chain_{c:03d}.safetensors", ["train", "query"], config.draws,
+                         config.steps_per_chain) for c in range(config.chains)]
+    ex = load_file(str(run_dir / "examples.safetensors"))
+    init = load_file(str(run_dir / "init.safetensors"))
+    own = QuerySet(key="own", queries=[Query(**q) for q in request["queries"]],
+                   losses=np.stack([c.losses["query"].numpy() for c in chains]), mask=ex["query.mask"].numpy(),
+                   init=init["query"].numpy(), tokens=texts["query_tokens"])
+    run = Run(dir=run_dir, key=run_dir.name, request=request,
+              train_losses=np.stack([c.losses["train"].numpy() for c in chains]), train_mask=ex["train.mask"].numpy(),
+              train_init=init["train"].numpy(), train_texts=texts["train"], train_tokens=texts["train_tokens"],
+              train_ids=request["scored_ids"], sampling_loss=np.stack([c.sampling_loss.numpy() for c in chains]),
+              query_sets=[own])
+    for qdir in sorted((run_dir / "queries").glob("*/COMPLETE")) if (run_dir / "queries").exists() else []:
+        run.query_sets.append(_open_query_set(qdir.parent, config))
+    return run
+
+
+def _open_query_set(qdir: Path, config: SamplerConfig) -> QuerySet:
+    meta = json.loads((qdir / "queries.json").read_text())
+    chains = [load_chain(qdir / f"chain_{c:03d}.safetensors", ["query"], config.draws, config.steps_per_chain)
+              for c in range(config.chains)]
+    t = load_file(str(qdir / "examples.safetensors"))
+    return QuerySet(key=qdir.name, queries=[Query(**q) for q in meta["queries"]],
+                    losses=np.stack([c.losses["query"].numpy() for c in chains]), mask=t["query.mask"].numpy(),
+                    init=t["init"].numpy(), tokens=meta["tokens"])
+
+
+def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",
+                progress: Progress | None = None, tolerance: float = 1e-5) -> Run:
+    """New queries on a finished run without re-scoring the training set.
+
+    Replays every seeded chain, scoring only the new queries, and checks that the replayed sampling losses match
+    the stored ones (max relative difference ≤ tolerance); ReplayMismatch if not (other device, other library
+    versions, changed model files). Returns the run reopened with the new query set appended.
+    """
+    known = {json.dumps(q.to_dict(), sort_keys=True) for q in run.queries}
+    new = [q for q in queries if json.dumps(q.to_dict(), sort_keys=True) not in known]
+    if not new:
+        return run
+    config = run.config
+    model = ModelSpec(**run.request["model"])
+    device = resolve_device(config.device)
+    loaded = load_model(model, cache_root, device=device, progress=progress)
+    if loaded.fingerprint != run.request["fingerprints"]["model"]:
+        raise ReplayMismatch("The model files changed since this run was computed; replay cannot reproduce it. "
+                             "Start a new run.")
+    texts = load_texts(run.request["data"]["source"])
+    train_all = tokenize_texts(loaded.tokenizer, texts, min(run.request["data"]["max_length"], loaded.max_length))
+    if train_all.fingerprint != run.request["fingerprints"]["train"]:
+        raise ReplayMismatch("The training data changed since this run was computed. Start a new run.")
+    qex = tokenize_queries(loaded.tokenizer, new, loaded.max_length)
+    qdir = run.dir / "queries" / _hash([q.to_dict() for q in new])
+    qdir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(qdir / "lock")):
+        if not (qdir / "COMPLETE").exists():
+            init = score_examples(loaded.model, lm_token_loss, qex, config.score_batch_size, device).cpu()
+            _atomic_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens})
+            _atomic_save({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
+                         qdir / "examples.safetensors")
+            for c in range(config.chains):
+                path = qdir / f"chain_{c:03d}.safetensors"
+                if path.exists():
+                    continue
+                chain = sample_chain(loaded.model, lm_token_loss, train_all, {"query": qex}, config, c,
+                                     _overall(progress, c, config), device)
+                stored = run.sampling_loss[c]
+                diff = np.abs(chain.sampling_loss.numpy() - stored) / np.maximum(np.abs(stored), 1e-12)
+                if not np.all(diff <= tolerance):
+                    raise ReplayMismatch(
+                        f"Replaying chain {c} did not reproduce the stored sampling losses (max relative difference "
+                        f"{diff.max():.2e} at step {int(diff.argmax())}). The run was probably computed on another "
+                        f"device or library version (stored: {run.request.get('device')}, now: {device}). "
+                        "Start a new run with these queries instead.")
+                save_chain(path, chain, config.trace_dtype)
+            (qdir / "COMPLETE").write_text("ok")
+    return open_run(run.dir)
+
+
+def find_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
+             cache_root: str | Path = "cache") -> Path | None:
+    """The directory of a finished run for exactly this request, without computing anything (loads the model)."""
+    cache_root = Path(cache_root)
+    prep = _prepare(model, data, queries, config, cache_root, None, "cpu")
+    d = cache_root / "runs" / prep.key
+    return d if (d / "COMPLETE").exists() else None
+
+
+def list_runs(cache_root: str | Path = "cache") -> list[dict]:
+    """One dict per run directory (finished or not), newest first."""
+    out = []
+    for d in (Path(cache_root) / "runs").glob("*") if (Path(cache_root) / "runs").exists() else []:
+        try:
+            req = json.loads((d / "request.json").read_text())
+        except (OSError, ValueError):
+            req = {}
+        chains_done = len(list(d.glob("chain_*.safetensors")))
+        out.append({
+            "key": d.name, "dir": str(d), "complete": (d / "COMPLETE").exists(),
+            "model": req.get("model_label", "?"), "data": (req.get("data") or {}).get("source", "?"),
+            "query": (req.get("queries") or [{}])[0].get("prompt", "?") if req.get("queries") else "?",
+            "n_queries": len(req.get("queries") or []) + len(list(d.glob("queries/*/COMPLETE"))),
+            "config": req.get("config", {}), "created": req.get("created", d.stat().st_mtime),
+            "chains_done": chains_done, "size_mb": sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 2**20,
+        })
+    return sorted(out, key=lambda r: -r["created"])
+
+
+def delete_run(key: str, cache_root: str | Path = "cache") -> None:
+    """Remove a run directory. Refuses keys that are not run directories (no path tricks)."""
+    runs = (Path(cache_root) / "runs").resolve()
+    d = (runs / key).resolve()
+    if d.parent != runs or not d.is_dir():
+        raise ConfigError(f"No run {key!r} in {runs}.")
+    shutil.rmtree(d)

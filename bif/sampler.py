@@ -1,0 +1,169 @@
+"""Localized SGLD (shared/BIF.md §2) and loss traces.
+
+    w ← w − (ε/2)·G·(nβ·∇L_B(w) + γ·(w − w*)) + N(0, ε·G),   G = 1 (plain) or 1/(eps + √V) (RMSProp)
+
+Every chain starts at w*, runs in eval mode with gradients on, and is seeded from its own torch.Generators
+(noise on the device, minibatch order on the CPU), so `sample_chain` with the same arguments replays it exactly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import time
+from typing import Callable
+
+import torch
+
+from .config import SamplerConfig
+from .errors import ConfigError, DivergedError
+from .examples import Examples, LossFn, score_examples
+from .trace import ChainTrace, LossTrace
+
+Progress = Callable[[dict], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} was asked for but no CUDA GPU is visible; use device='auto' or 'cpu'.")
+    return torch.device(device)
+
+
+def select_parameters(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[tuple[str, torch.nn.Parameter]]:
+    """The (name, parameter) pairs that SGLD moves: all trainable ones, or those matching a glob pattern."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if patterns:
+        named = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+        if not named:
+            sample = ", ".join(n for n, _ in list(model.named_parameters())[:6])
+            raise ConfigError(f"No parameter matches {list(patterns)}. Names look like: {sample}, ...")
+    return named
+
+
+def chain_seeds(seed: int, chain: int) -> tuple[int, int]:
+    """(noise seed, minibatch seed) of a chain: distinct, deterministic, independent of the other chains."""
+    base = (seed * 1_000_003 + chain * 7_919 + 12_345) % (2**62)
+    return base, (base * 31 + 1) % (2**62)
+
+
+def sgld_step(params: list[torch.Tensor], grads: list[torch.Tensor], w_star: list[torch.Tensor], *,
+              step_size: float, nbeta: float, gamma: float, noise_scale: float = 1.0,
+              noise_gen: torch.Generator | None = None, sq_avg: list[torch.Tensor] | None = None,
+              rmsprop_alpha: float = 0.99, rmsprop_eps: float = 0.1) -> None:
+    """One localized SGLD update of `params` in place. `grads` are ∇L_B (mean minibatch loss), not scaled by nβ.
+
+    With noise_scale=0 and gamma=0 this is one SGD step with learning rate step_size·nbeta/2.
+    `sq_avg` (RMSProp state, one tensor per parameter) switches on the preconditioner.
+    """
+    eps = step_size
+    for i, (p, g, p0) in enumerate(zip(params, grads, w_star)):
+        drift = nbeta * g + gamma * (p - p0)
+        if sq_avg is not None:  # RMSProp preconditioning of the likelihood gradient nβ·g
+            sq_avg[i].mul_(rmsprop_alpha).addcmul_(g, g, value=(1 - rmsprop_alpha) * nbeta**2)
+            precond = 1.0 / (rmsprop_eps + sq_avg[i].sqrt())
+            p.sub_(0.5 * eps * precond * drift)
+            if noise_scale > 0:
+                noise = torch.randn(p.shape, generator=noise_gen, device=p.device, dtype=p.dtype)
+                p.add_(noise * (eps * precond).sqrt() * noise_scale)
+        else:
+            p.sub_(0.5 * eps * drift)
+            if noise_scale > 0:
+                noise = torch.randn(p.shape, generator=noise_gen, device=p.device, dtype=p.dtype)
+                p.add_(noise, alpha=math.sqrt(eps) * noise_scale)
+
+
+def _minibatches(n: int, batch_size: int, gen: torch.Generator):
+    """Endless minibatch indices: epochs of seeded permutations."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield perm[start:start + batch_size]
+
+
+def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],
+                 config: SamplerConfig, chain: int, progress: Progress | None = None,
+                 device: torch.device | None = None) -> ChainTrace:
+    """Run chain `chain` from the model's current weights (w*) and restore them afterwards.
+
+    Returns per-position losses of every observed set at each kept draw, (D, n, P) each, and the sampling loss
+    at every SGLD step (S,). Raises DivergedError on NaN/Inf and whatever `progress` raises (e.g. Cancelled).
+    """
+    device = device or resolve_device(config.device)
+    named = select_parameters(model, config.param_patterns)
+    params = [p for _, p in named]
+    w_star = [p.detach().clone() for p in params]
+    frozen = [p for p in model.parameters() if all(p is not q for q in params)]
+    frozen_flags = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    was_training = model.training
+    model.eval()  # dropout off, gradients still on
+    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
+    noise_seed, batch_seed = chain_seeds(config.seed, chain)
+    noise_gen = torch.Generator(device=device).manual_seed(noise_seed)
+    batch_gen = torch.Generator().manual_seed(batch_seed)
+    batches = _minibatches(len(train), config.batch_size, batch_gen)
+    sq_avg = [torch.zeros_like(p) for p in params] if config.preconditioner == "rmsprop" else None
+
+    D, S = config.draws, config.steps_per_chain
+    losses = {k: torch.zeros(D, len(ex), ex.positions, dtype=torch.float32) for k, ex in observed.items()}
+    sampling_loss = torch.zeros(S, dtype=torch.float64)
+    t0, draw = time.perf_counter(), 0
+    try:
+        for step in range(S):
+            inputs, mask = train.batch(next(batches), device)
+            per_pos = loss_fn(model, inputs)[:, : mask.shape[1]]  # (B, P)
+            loss = (per_pos * mask).sum() / mask.sum().clamp(min=1)
+            if not torch.isfinite(loss):
+                raise DivergedError(
+                    f"Chain {chain} diverged at step {step} (sampling loss {loss.item()}). "
+                    f"Lower step_size (now {config.step_size:g}) or raise gamma (now {config.gamma:g}).")
+            grads = torch.autograd.grad(loss, params)
+            sampling_loss[step] = loss.item()
+            with torch.no_grad():
+                sgld_step(params, list(grads), w_star, step_size=config.step_size, nbeta=config.nbeta,
+                          gamma=config.gamma, noise_scale=config.noise_scale, noise_gen=noise_gen, sq_avg=sq_avg,
+                          rmsprop_alpha=config.rmsprop_alpha, rmsprop_eps=config.rmsprop_eps)
+            after = step + 1 - config.burn_in
+            if after > 0 and after % config.steps_between == 0:
+                if not all(torch.isfinite(p).all() for p in params):
+                    raise DivergedError(f"Chain {chain} produced non-finite weights at step {step}. "
+                                        f"Lower step_size or raise gamma.")
+                for k, ex in observed.items():
+                    losses[k][draw] = score_examples(model, loss_fn, ex, config.score_batch_size, device,
+                                                     autocast).cpu()
+                draw += 1
+            if progress is not None and (step % 5 == 0 or step == S - 1):
+                elapsed = time.perf_counter() - t0
+                progress({"stage": "sample", "chain": chain, "step": step + 1, "steps": S, "draw": draw,
+                          "draws": D, "sampling_loss": loss.item(), "elapsed_s": elapsed,
+                          "chain_eta_s": elapsed / (step + 1) * (S - step - 1)})
+    finally:
+        with torch.no_grad():
+            for p, p0 in zip(params, w_star):
+                p.copy_(p0)
+        for p, flag in zip(frozen, frozen_flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return ChainTrace(losses=losses, sampling_loss=sampling_loss, seconds=time.perf_counter() - t0)
+
+
+def sample(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],
+           config: SamplerConfig, progress: Progress | None = None) -> LossTrace:
+    """All chains in memory, no cache: the entry point for any torch model with a per-sample loss.
+
+    Args:
+        model: at its trained weights w* (restored after every chain).
+        loss_fn: (model, inputs) -> per-position losses (B, P); see examples.LossFn.
+        train: the sampling set; SGLD minibatches are drawn from it.
+        observed: the sets whose losses are recorded at every draw, e.g. {"train": ..., "query": ...}.
+    Returns:
+        LossTrace with losses[name] of shape (C, D, n, P).
+    """
+    device = resolve_device(config.device)
+    model.to(device)
+    init = {k: score_examples(model, loss_fn, ex, config.score_batch_size, device).cpu() for k, ex in observed.items()}
+    chains = [sample_chain(model, loss_fn, train, observed, config, c, progress, device) for c in range(config.chains)]
+    return LossTrace.from_chains(chains, {k: ex.mask for k, ex in observed.items()}, init)

@@ -1,0 +1,85 @@
+"""LossTrace: per-position losses of observed sets at every draw, plus the sampling loss at every step.
+
+Layout: `losses[name]` (C, D, n, P) float32/float16, `masks[name]` (n, P) bool, `init[name]` (n, P) losses at w*,
+`sampling_loss` (C, S) float64. Stored as one safetensors file per chain (so a run resumes chain by chain) with
+the arguments as JSON beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import CacheError
+
+
+@dataclass
+class ChainTrace:
+    """One chain: `losses[name]` (D, n, P) per observed set, `sampling_loss` (S,) minibatch loss at every step."""
+
+    losses: dict[str, torch.Tensor]
+    sampling_loss: torch.Tensor
+    seconds: float
+
+
+@dataclass
+class LossTrace:
+    losses: dict[str, np.ndarray]  # name -> (C, D, n, P)
+    masks: dict[str, np.ndarray]  # name -> (n, P) bool
+    init: dict[str, np.ndarray]  # name -> (n, P) at w*
+    sampling_loss: np.ndarray  # (C, S)
+
+    @property
+    def chains(self) -> int:
+        return self.sampling_loss.shape[0]
+
+    @property
+    def draws(self) -> int:
+        return next(iter(self.losses.values())).shape[1]
+
+    @classmethod
+    def from_chains(cls, chains: list[ChainTrace], masks: dict[str, torch.Tensor],
+                    init: dict[str, torch.Tensor]) -> "LossTrace":
+        names = list(masks)
+        return cls(
+            losses={k: np.stack([c.losses[k].float().numpy() for c in chains]) for k in names},
+            masks={k: masks[k].bool().numpy() for k in names},
+            init={k: init[k].float().numpy() for k in names},
+            sampling_loss=np.stack([c.sampling_loss.numpy() for c in chains]),
+        )
+
+    def series(self, name: str, rows=slice(None)) -> np.ndarray:
+        """Sequence-level losses Σ_pos ℓ (C, D, n') of the chosen rows (sum, so −Cov is additive over tokens)."""
+        x = self.losses[name][:, :, rows].astype(np.float64)
+        return (x * self.masks[name][rows]).sum(-1)
+
+
+def save_chain(path: Path, chain: ChainTrace, dtype: str = "float32") -> None:
+    """Write one chain atomically (temp file + rename)."""
+    tdtype = torch.float16 if dtype == "float16" else torch.float32
+    tensors = {f"losses.{k}": v.to(tdtype).contiguous() for k, v in chain.losses.items()}
+    tensors["sampling_loss"] = chain.sampling_loss.contiguous()
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"seconds": f"{chain.seconds:.3f}"})
+    tmp.replace(path)
+
+
+def load_chain(path: Path, names: list[str], draws: int, steps: int) -> ChainTrace:
+    """Read one chain and check its shapes; CacheError if it is unreadable or truncated."""
+    try:
+        t = load_file(str(path))
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise CacheError(f"Stored chain {path.name} is unreadable ({e}). Delete the run and compute it again.") from e
+    missing = [k for k in names if f"losses.{k}" not in t] + ([] if "sampling_loss" in t else ["sampling_loss"])
+    if missing:
+        raise CacheError(f"Stored chain {path.name} lacks {missing}. Delete the run and compute it again.")
+    bad = [k for k in names if t[f"losses.{k}"].shape[0] != draws] + (
+        ["sampling_loss"] if t["sampling_loss"].shape[0] != steps else [])
+    if bad:
+        raise CacheError(f"Stored chain {path.name} has the wrong number of draws in {bad}. Delete and recompute.")
+    return ChainTrace(losses={k: t[f"losses.{k}"].float() for k in names}, sampling_loss=t["sampling_loss"],
+                      seconds=0.0)
