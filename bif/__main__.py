@@ -200,6 +200,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed and seed-to-seed agreement of a preset (prints the README's figures)")
     b.add_argument("--preset", default="demo-cpu")
     b.add_argument("--quick", action="store_true", help="smaller measurement, for a smoke check")
+    b.add_argument("--fresh-clone", action="store_true", help="also time git clone -> first finished demo run")
     b.set_defaults(fn=cmd_bench)
     return p
 

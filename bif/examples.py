@@ -91,17 +91,55 @@ def tensor_fingerprint(tensors: list[torch.Tensor], extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def lm_token_loss(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+def lm_token_loss(model: torch.nn.Module, inputs: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy of a causal LM: inputs (B, T) -> losses (B, T-1), float32.
 
-    Position p is the loss of predicting token p+1 from tokens ≤ p.
+    Position p is the loss of predicting token p+1 from tokens ≤ p. With `mask` (B, T-1), only masked-in
+    positions go through the LM head (others are 0): for a model whose logits are just `lm_head(hidden)`, which
+    is checked numerically once per model, this costs about one bare forward pass.
     """
     ids = inputs["input_ids"]  # (B, T)
-    logits = model(input_ids=ids, attention_mask=inputs.get("attention_mask")).logits  # (B, T, V)
-    logits = logits[:, :-1].float()  # (B, T-1, V)
-    B, T1, V = logits.shape
-    loss = torch.nn.functional.cross_entropy(logits.reshape(B * T1, V), ids[:, 1:].reshape(-1), reduction="none")
-    return loss.view(B, T1)
+    B, T = ids.shape
+    if mask is not None and _head_is_plain(model):
+        hidden = model.base_model(input_ids=ids, attention_mask=inputs.get("attention_mask")).last_hidden_state
+        picked = hidden[:, :-1][mask]  # (N, H)
+        logits = model.get_output_embeddings()(picked).float()  # (N, V)
+        target = ids[:, 1:][mask]  # (N,)
+        loss = torch.zeros(B, T - 1, dtype=logits.dtype, device=ids.device)
+        loss[mask] = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        return loss
+    logits = model(input_ids=ids, attention_mask=inputs.get("attention_mask")).logits[:, :-1]  # (B, T-1, V)
+    V = logits.shape[-1]
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none")
+    return loss.view(B, T - 1)
+
+
+lm_token_loss.uses_mask = True  # callers pass the loss mask as a third argument
+
+
+def _head_is_plain(model: torch.nn.Module) -> bool:
+    """True when model(...).logits == get_output_embeddings()(base_model(...).last_hidden_state) (checked once)."""
+    verdict = getattr(model, "_bif_plain_head", None)
+    if verdict is None:
+        verdict = False
+        head, base = model.get_output_embeddings(), getattr(model, "base_model", None)
+        if head is not None and base is not None and base is not model:
+            with torch.no_grad():
+                dev = next(model.parameters()).device
+                ids = torch.arange(1, 9, device=dev)[None] % model.config.vocab_size  # (1, 8)
+                try:
+                    full = model(input_ids=ids).logits.float()
+                    ours = head(base(input_ids=ids).last_hidden_state).float()
+                    verdict = bool(torch.allclose(full, ours, rtol=1e-4, atol=1e-4))
+                except (AttributeError, TypeError, RuntimeError):
+                    verdict = False
+        model._bif_plain_head = verdict
+    return verdict
+
+
+def call_loss(loss_fn: LossFn, model: torch.nn.Module, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
+    """loss_fn(model, inputs), passing the mask too when the function can use it."""
+    return loss_fn(model, inputs, mask) if getattr(loss_fn, "uses_mask", False) else loss_fn(model, inputs)
 
 
 @torch.no_grad()
@@ -119,7 +157,7 @@ def score_examples(model: torch.nn.Module, loss_fn: LossFn, examples: Examples, 
         idx = order[start:start + batch_size]
         inputs, mask = examples.batch(idx, device)
         with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = loss_fn(model, inputs)  # (B, P')
+            loss = call_loss(loss_fn, model, inputs, mask)  # (B, P')
         Pb = mask.shape[1]
         out[idx.to(device), :Pb] = torch.where(mask, loss[:, :Pb].float(), 0.0)
     return out

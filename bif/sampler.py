@@ -17,7 +17,7 @@ import torch
 
 from .config import SamplerConfig
 from .errors import ConfigError, DivergedError
-from .examples import Examples, LossFn, score_examples
+from .examples import Examples, LossFn, call_loss, score_examples
 from .trace import ChainTrace, LossTrace
 
 Progress = Callable[[dict], None]
@@ -114,7 +114,7 @@ def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, obser
     try:
         for step in range(S):
             inputs, mask = train.batch(next(batches), device)
-            per_pos = loss_fn(model, inputs)[:, : mask.shape[1]]  # (B, P)
+            per_pos = call_loss(loss_fn, model, inputs, mask)[:, : mask.shape[1]]  # (B, P)
             loss = (per_pos * mask).sum() / mask.sum().clamp(min=1)
             if not torch.isfinite(loss):
                 raise DivergedError(

@@ -1,0 +1,166 @@
+"""`python -m bif bench`: the speed and trust figures quoted in the README, all measured in one run.
+
+1. Trust: the preset run twice with independent seeds on the demo's paraphrase queries; per query, the Jaccard
+   index of the training samples flagged as standing out of the noise, and the rank of the known source.
+2. Scoring throughput of the trace recorder (bif.examples.score_examples) against a bare batched forward pass of
+   the same model over the same samples.
+3. One SGLD step (bif.sampler.sgld_step + gradient) against a plain torch.optim.SGD step.
+4. Optional (--fresh-clone): wall time from `git clone` to the first finished demo run, with a new venv.
+Timings are medians of repeats taken in the same run; ratios compare neighbours, so machine noise cancels.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def scoring_vs_forward(model, examples, batch_size: int, repeats: int = 5) -> dict:
+    """Sequences per second of score_examples and of a bare forward pass (logits only) on the same batches."""
+    from .examples import lm_token_loss, score_examples
+
+    n = len(examples)
+    order = torch.argsort(examples.lengths, descending=True)
+    batches = [examples.batch(order[s:s + batch_size])[0] for s in range(0, n, batch_size)]
+
+    @torch.no_grad()
+    def bare():
+        for inputs in batches:
+            model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+
+    t_ours, t_ref = [], []
+    for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
+        t_ours.append(_median_time(lambda: score_examples(model, lm_token_loss, examples, batch_size), 1))
+        t_ref.append(_median_time(bare, 1))
+    ours, ref = statistics.median(t_ours), statistics.median(t_ref)
+    return {"scoring_seq_per_s": n / ours, "bare_forward_seq_per_s": n / ref, "ratio": ref / ours}
+
+
+def sgld_vs_sgd(model, examples, batch_size: int, repeats: int = 20) -> dict:
+    """Seconds per step: our SGLD step (grad + localized noisy update) against torch.optim.SGD on one minibatch."""
+    from .examples import lm_token_loss
+    from .sampler import sgld_step
+
+    inputs, mask = examples.batch(list(range(min(batch_size, len(examples)))))
+    params = [p for p in model.parameters() if p.requires_grad]
+    w_star = [p.detach().clone() for p in params]
+    gen = torch.Generator().manual_seed(0)
+
+    def loss():
+        per = lm_token_loss(model, inputs, mask)[:, : mask.shape[1]]
+        return (per * mask).sum() / mask.sum()
+
+    def ours():
+        grads = torch.autograd.grad(loss(), params)
+        with torch.no_grad():
+            sgld_step(params, list(grads), w_star, step_size=1e-7, nbeta=1.0, gamma=1.0, noise_gen=gen)
+
+    opt = torch.optim.SGD(params, lr=1e-7)
+
+    def plain():
+        opt.zero_grad(set_to_none=True)
+        loss().backward()
+        opt.step()
+
+    t_ours, t_plain = [], []
+    for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
+        t_ours.append(_median_time(ours, 1))
+        t_plain.append(_median_time(plain, 1))
+    with torch.no_grad():
+        for p, p0 in zip(params, w_star):
+            p.copy_(p0)
+    return {"sgld_step_s": statistics.median(t_ours), "sgd_step_s": statistics.median(t_plain),
+            "ratio": statistics.median(t_ours) / statistics.median(t_plain)}
+
+
+def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool = False) -> dict:
+    """Run the demo preset with two seeds on the demo queries; Jaccard of flagged sets and source ranks."""
+    from . import influence
+    from .builtin import DEMO_QUERIES
+    from .config import preset
+    from .data import DataSpec, Query
+    from .estimators import jaccard
+    from .models import ModelSpec, generate_completion, load_model
+    from .runs import compute_run
+
+    model = ModelSpec("demo")
+    loaded = load_model(model, cache_root)
+    chosen = DEMO_QUERIES[:3] if quick else DEMO_QUERIES
+    queries = [Query(q["prompt"], generate_completion(loaded, q["prompt"], 32)) for q in chosen]
+    data = DataSpec("demo")
+    runs, seconds = [], []
+    for seed in seeds:
+        cfg = preset(preset_name, seed=seed, **({"draws": 20, "burn_in": 10} if quick else {}))
+        t0 = time.perf_counter()
+        runs.append(compute_run(model, data, queries, cfg, cache_root))
+        seconds.append(time.perf_counter() - t0)
+    rows = []
+    for qi, q in enumerate(chosen):
+        flagged, ranks = [], []
+        for run in runs:
+            trace, row = run.trace(qi)
+            s = influence.samples(trace, row)
+            flagged.append(set(run.train_ids[i] for i in np.flatnonzero(s.significant)))
+            order = [run.train_ids[i] for i in np.argsort(-s.support)]
+            ranks.append(order.index(q["source"]) + 1 if q["source"] in order else None)
+        rows.append({"prompt": q["prompt"], "flagged": [len(f) for f in flagged],
+                     "jaccard": jaccard(sorted(flagged[0]), sorted(flagged[1])), "source_rank": ranks})
+    cfg = runs[0].config
+    return {"preset": preset_name, "config": cfg.to_dict(), "seconds_per_run": seconds, "queries": rows,
+            "n_scored": len(runs[0].train_ids)}
+
+
+def fresh_clone_to_first_run(repo: Path) -> float:
+    """Seconds from `git clone` to a finished demo run with a new venv (pip installs from the local index)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run(["git", "clone", "-q", str(repo), f"{tmp}/bif"], check=True)
+        cmd = ("bash scripts/setup.sh && .venv/bin/python -m bif demo && .venv/bin/python -m bif run "
+               "--prompt 'User: What is AI?\nBot:' -k 3")
+        subprocess.run(["bash", "-c", cmd], cwd=f"{tmp}/bif", check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+
+def main(args) -> None:
+    from .builtin import demo_texts
+    from .data import tokenize_texts
+    from .models import ModelSpec, load_model
+
+    torch.set_num_threads(1)
+    print(f"# bif bench (preset {args.preset}; torch threads 1; {time.strftime('%Y-%m-%d %H:%M')})\n")
+    loaded = load_model(ModelSpec("demo"), args.cache)
+    ex = tokenize_texts(loaded.tokenizer, demo_texts()[:256], 64)
+    fwd = scoring_vs_forward(loaded.model, ex, 64, repeats=3 if args.quick else 7)
+    print(f"scoring: {fwd['scoring_seq_per_s']:.0f} seq/s vs bare forward {fwd['bare_forward_seq_per_s']:.0f} seq/s "
+          f"-> ratio {fwd['ratio']:.2f} (goal >= 0.9)")
+    step = sgld_vs_sgd(loaded.model, ex, 32, repeats=5 if args.quick else 30)
+    print(f"SGLD step {1e3 * step['sgld_step_s']:.1f} ms vs SGD step {1e3 * step['sgd_step_s']:.1f} ms "
+          f"-> ratio {step['ratio']:.2f} (goal <= 1.15)")
+    agree = seed_agreement(args.preset, args.cache, quick=args.quick)
+    print(f"\nseed-to-seed agreement, preset {args.preset}, {agree['n_scored']} scored samples, "
+          f"{np.median(agree['seconds_per_run']):.0f} s per run:")
+    print("| query | flagged (seed 0, seed 1) | Jaccard | source rank (seed 0, seed 1) |\n|---|---|---|---|")
+    for r in agree["queries"]:
+        j = "n/a (none flagged)" if r["jaccard"] is None else f"{r['jaccard']:.2f}"
+        print(f"| {r['prompt'].splitlines()[0][6:60]} | {r['flagged']} | {j} | {r['source_rank']} |")
+    js = [r["jaccard"] for r in agree["queries"] if r["jaccard"] is not None]
+    print(f"median Jaccard {np.median(js) if js else float('nan'):.2f} over {len(js)} queries with flagged samples")
+    if getattr(args, "fresh_clone", False):
+        print(f"\nfresh clone -> first finished demo run: {fresh_clone_to_first_run(Path.cwd()):.0f} s")
