@@ -1,0 +1,41 @@
+"""The command line on the tiny model: run, top, export (CSV and JSON), runs, delete, and a clear error."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+PROMPT = "User: what is 3 plus 4?\nBot:"
+
+
+def cli(*args, cache):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "bif", "--cache", str(cache), *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_run_top_export_delete(tiny_lm, tiny_corpus, tmp_path):
+    r = cli("run", "--model", str(tiny_lm), "--data", str(tiny_corpus), "--n-scored", "0", "--prompt", PROMPT,
+            "--completion", " 7", "--preset", "smoke", "--set", "draws=12", "-k", "2", cache=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "most supporting" in r.stdout and "most opposing" in r.stdout and "±" in r.stdout
+    key = r.stdout.split("run ", 1)[1].split()[0]
+    assert "most supporting" in cli("top", key, cache=tmp_path).stdout
+    out = tmp_path / "s.csv"
+    assert cli("export", key, "--format", "csv", "--out", str(out), cache=tmp_path).returncode == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 40 and {"support", "support_se", "bif", "significant", "text"} <= set(rows[0])
+    j = json.loads(cli("export", key, "--format", "json", cache=tmp_path).stdout)
+    assert j["request"]["config"]["draws"] == 12 and len(j["rows"]) == 40
+    assert key in cli("runs", cache=tmp_path).stdout
+    assert cli("delete", key, cache=tmp_path).returncode == 0
+    assert key not in cli("runs", cache=tmp_path).stdout
+
+
+def test_user_errors_print_a_message_not_a_traceback(tmp_path):
+    r = cli("run", "--model", str(tmp_path / "missing"), "--prompt", "hi", "--completion", " there", cache=tmp_path)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = cli("run", "--model", str(tmp_path), "--prompt", "hi", "--completion", " x", "--set", "gamma=0",
+            cache=tmp_path)
+    assert r.returncode == 2 and "gamma" in r.stderr and "Traceback" not in r.stderr
