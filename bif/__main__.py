@@ -70,8 +70,13 @@ def cmd_run(args) -> None:
                                          seed=args.seed_gen or 0)
         print(f"generated completion: {completion!r}")
     data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
+    config = _config(args)
+    if args.last_blocks:
+        from .models import last_blocks
+        config = config.replace(param_patterns=last_blocks(load_model(model, args.cache).model, args.last_blocks))
+        print(f"approximation: sampling only {', '.join(config.param_patterns)}")
     bar, progress = _bar()
-    run = compute_run(model, data, [Query(args.prompt, completion)], _config(args), args.cache, progress)
+    run = compute_run(model, data, [Query(args.prompt, completion)], config, args.cache, progress)
     bar.n = 1000
     bar.close()
     print(f"run {run.key} in {run.dir}")
@@ -85,6 +90,8 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
     s = influence.samples(trace, row, token)
     print(f"\nquery: {run.queries[query].prompt!r} -> {run.queries[query].completion!r}")
     print(f"scored: {run.request['how_scored']}")
+    if run.request.get("approximate"):
+        print(f"approximation: only parameters matching {run.config.param_patterns} were sampled")
     print("support = Corr(training-sample loss, completion loss); > 0 makes the completion more likely. "
           "* = stands out of the noise (BH-corrected, FDR 5 %)")
     for sign in ("support", "oppose"):
@@ -180,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed-gen", type=int, help="sample the completion with this seed (default: greedy)")
     r.add_argument("--preset", default="demo-cpu")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting, e.g. draws=200")
+    r.add_argument("--last-blocks", type=int, help="sample only the last K transformer blocks (an approximation)")
     r.add_argument("-k", type=int, default=5)
     r.set_defaults(fn=cmd_run)
     for name, fn, hlp in (("top", cmd_top, "print the most supporting and opposing samples of a run"),

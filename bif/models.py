@@ -134,3 +134,22 @@ def generate_completion(loaded: LoadedModel, prompt: str, max_new_tokens: int = 
         out.append(nxt)
         ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], dim=1)
     return tok.decode(out)
+
+
+def last_blocks(model: torch.nn.Module, k: int) -> tuple[str, ...]:
+    """Glob patterns selecting the parameters of the last k transformer blocks (for `param_patterns`).
+
+    Sampling a subset of the parameters is an approximation: runs that use it are labelled so.
+    """
+    import re
+
+    found: dict[str, set[int]] = {}
+    for name, _ in model.named_parameters():
+        m = re.match(r"(.*\.(?:layers|h|blocks|layer))\.(\d+)\.", name)
+        if m:
+            found.setdefault(m.group(1), set()).add(int(m.group(2)))
+    if not found or k < 1:
+        from .errors import ConfigError
+        raise ConfigError("Could not find numbered transformer blocks in this model; give param_patterns instead.")
+    prefix, idx = max(found.items(), key=lambda kv: len(kv[1]))
+    return tuple(f"{prefix}.{i}.*" for i in sorted(idx)[-k:])

@@ -137,3 +137,14 @@ def test_absurd_hyperparameters_are_refused_with_a_reason(bad):
     with pytest.raises(ConfigError) as e:
         SamplerConfig(**bad)
     assert next(iter(bad)) in str(e.value)
+
+
+def test_last_blocks_patterns(tiny_lm):
+    from transformers import AutoModelForCausalLM
+
+    from bif.models import last_blocks
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    assert last_blocks(model, 1) == ("model.layers.0.*",)
+    names = [n for n, _ in select_parameters(model, last_blocks(model, 1))]
+    assert names and all(n.startswith("model.layers.0.") for n in names)
