@@ -97,13 +97,13 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
     from .config import preset
     from .data import DataSpec, Query
     from .estimators import jaccard
-    from .models import ModelSpec, generate_completion, load_model
+    from .models import ModelSpec
     from .runs import compute_run
 
     model = ModelSpec("demo")
-    loaded = load_model(model, cache_root)
     chosen = DEMO_QUERIES[:3] if quick else DEMO_QUERIES
-    queries = [Query(q["prompt"], generate_completion(loaded, q["prompt"], 32)) for q in chosen]
+    # paraphrased questions with the source conversation's answer as the completion: a known right answer
+    queries = [Query(q["prompt"], q["completion"]) for q in chosen]
     data = DataSpec("demo")
     runs, seconds = [], []
     for seed in seeds:

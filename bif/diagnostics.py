@@ -61,7 +61,7 @@ def lag1_autocorr(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Diagnosis:
-    verdict: str  # "ok", "drifting", "left basin" or "too short"
+    verdict: str  # "ok", "drifting", "left basin", "below w*", "chains disagree" or "too short"
     advice: str
     init_loss: float  # mean sampling loss of the first step (≈ L(w*))
     kept_loss: float  # mean sampling loss over kept draws
@@ -117,9 +117,18 @@ def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train")
         advice = (f"The sampling loss still {'rises' if drift > 0 else 'falls'} across the kept draws "
                   f"({drift:+.3g} ± {drift_se:.2g}). A shared drift makes all scores look alike: raise burn_in, "
                   "raise gamma or lower step_size.")
+    elif kept_loss < init_loss - 3 * drift_se:
+        verdict = "below w*"
+        advice = (f"The sampling loss fell from {init_loss:.3g} at w* to {kept_loss:.3g}: w* is not a local minimum "
+                  "(the model is undertrained). The posterior is still localized at w*, but scores then mix "
+                  "influence with further training. Prefer a converged model, or raise gamma.")
     else:
-        verdict, advice = "ok", "The sampling loss rose from w* and levelled off."
-    if verdict == "ok" and np.nanmax(rh) > 1.2:
+        verdict, advice = "ok", f"The sampling loss rose from {init_loss:.3g} at w* and levelled off at {kept_loss:.3g}."
+    if verdict == "ok" and rhat_loss > 1.1:
+        verdict = "chains disagree"
+        advice += (f" But the chains disagree about its level (R-hat {rhat_loss:.2f} > 1.1): raise burn_in or draws, "
+                   "or lower step_size.")
+    elif verdict == "ok" and np.nanmax(rh) > 1.2:
         advice += f" Some per-sample losses disagree across chains (max R-hat {np.nanmax(rh):.2f}): more draws help."
     D = x.shape[1]
     return Diagnosis(

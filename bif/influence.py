@@ -22,13 +22,29 @@ def _query_series(trace: LossTrace, query: int, token: int | None, name: str) ->
     return trace.losses[name][:, :, query, token][..., None].astype(np.float64)
 
 
-def samples(trace: LossTrace, query: int, token: int | None = None, chains=slice(None),
+REPLICATION_Z = 1.645  # one-sided 5 % in each half
+
+
+def samples(trace: LossTrace, query: int, token: int | None = None, chains=slice(None), replicate: bool = True,
             train: str = "train", queries: str = "query") -> Scores:
-    """Influence of every scored training sample on a query (whole completion, or one position): shape (n,)."""
+    """Influence of every scored training sample on a query (whole completion, or one position): shape (n,).
+
+    With replicate=True and ≥ 4 chains, `significant` also requires that the two halves of the chains — which
+    are independently seeded, so two independent runs — each show the same sign with |t| ≥ 1.645. A ranking
+    entry is shown as a finding only when independent seeds agree on it.
+    """
     t = LossTrace({k: v[chains] for k, v in trace.losses.items()}, trace.masks, trace.init,
                   trace.sampling_loss[chains])
-    s = covariance(t.series(train), _query_series(t, query, token, queries))
-    return _squeeze(s, 1)
+    s = _squeeze(covariance(t.series(train), _query_series(t, query, token, queries)), 1)
+    C = t.chains
+    if replicate and C >= 4:
+        sign = np.sign(s.corr)
+        for half in (slice(0, C // 2), slice(C // 2, C)):
+            h = samples(t, query, token, chains=half, replicate=False, train=train, queries=queries)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                agrees = (np.sign(h.corr) == sign) & (np.abs(h.corr / h.corr_se) >= REPLICATION_Z)
+            s.significant = s.significant & agrees
+    return s
 
 
 def query_tokens(trace: LossTrace, query: int, sample: int | None = None,
@@ -66,8 +82,8 @@ def stability(trace: LossTrace, query: int, k: int = 10, token: int | None = Non
     Needs ≥ 2 chains; with fewer draws per half the significant sets shrink, so this is a conservative check.
     """
     C = trace.chains
-    a = samples(trace, query, token, chains=slice(0, C // 2))
-    b = samples(trace, query, token, chains=slice(C // 2, C))
+    a = samples(trace, query, token, chains=slice(0, C // 2), replicate=False)
+    b = samples(trace, query, token, chains=slice(C // 2, C), replicate=False)
     return {
         "topk_support_overlap": topk_overlap(a.top(k, "support"), b.top(k, "support")),
         "topk_oppose_overlap": topk_overlap(a.top(k, "oppose"), b.top(k, "oppose")),

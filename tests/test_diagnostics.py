@@ -48,3 +48,15 @@ def test_verdicts():
     assert left.verdict == "left basin" and "step_size" in left.advice
     # LLC = nβ (E[L] − L(w*)) on the scored set: 10 * (1.0 − 0.9)
     assert abs(ok.llc - 1.0) < 0.05
+
+
+def test_loss_below_w_star_and_disagreeing_chains_are_named():
+    rng = np.random.default_rng(4)
+    S, burn = 120, 20
+    fell = np.concatenate([np.full((4, 1), 5.6), np.full((4, S - 1), 5.4)], 1) + 0.01 * rng.normal(size=(4, S))
+    d = diagnose(trace_with(fell), nbeta=10, burn_in=burn)
+    assert d.verdict == "below w*" and "not a local minimum" in d.advice
+    levels = np.array([0.6, 0.7, 0.8, 0.9])[:, None]
+    apart = np.concatenate([np.full((4, 1), 0.5), np.repeat(levels, S - 1, 1)], 1) + 0.01 * rng.normal(size=(4, S))
+    d = diagnose(trace_with(apart), nbeta=10, burn_in=burn)
+    assert d.verdict == "chains disagree" and "R-hat" in d.advice

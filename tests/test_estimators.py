@@ -92,3 +92,20 @@ def test_stability_and_set_agreement():
     assert st["topk_support_overlap"] == 1.0
     assert jaccard([], []) is None and jaccard([1, 2], [2, 3]) == pytest.approx(1 / 3)
     assert topk_overlap([1, 2, 3], [3, 4, 5]) == pytest.approx(1 / 3)
+
+
+def test_a_finding_must_replicate_in_both_independent_halves_of_the_chains():
+    rng = np.random.default_rng(5)
+    C, D, n = 4, 200, 30
+    train = rng.normal(size=(C, D, n, 1))
+    query = rng.normal(size=(C, D, 1, 1))
+    query[:2, :, 0, 0] += 1.5 * train[:2, :, 0, 0]  # sample 0 moves the query in chains 0-1 only
+    query[:, :, 0, 0] += 0.6 * train[:, :, 1, 0]  # sample 1 does so everywhere
+    tr = LossTrace(losses={"train": train, "query": query}, masks={"train": np.ones((n, 1), bool),
+                                                                   "query": np.ones((1, 1), bool)},
+                   init={"train": np.zeros((n, 1)), "query": np.zeros((1, 1))}, sampling_loss=np.zeros((C, 10)))
+    pooled = influence.samples(tr, query=0, replicate=False)
+    assert pooled.significant[0] and pooled.significant[1], "pooled over all chains both look like findings"
+    s = influence.samples(tr, query=0)
+    assert not s.significant[0], "the second, independently seeded half does not reproduce sample 0"
+    assert s.significant[1], "a real effect replicates"
