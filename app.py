@@ -1,0 +1,30 @@
+"""BIF Explorer: which training samples made a language model produce a completion, token by token.
+
+Start with `streamlit run app.py`. The entry point routes between the pages and draws the shared sidebar;
+the pages live in pages/, the logic in bif/. BIF_CACHE (default ./cache) is where runs and jobs are kept.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import streamlit as st  # noqa: E402
+
+from pages import common  # noqa: E402
+
+st.set_page_config(page_title="BIF Explorer", page_icon=":material/search:", layout="wide")
+
+# Pages in menu order. A results/evidence page slots in here as one more st.Page.
+PAGES = [
+    st.Page("pages/run.py", title="Run", icon=":material/play_circle:", default=True),
+    st.Page("pages/influence.py", title="Influence", icon=":material/target:"),
+    st.Page("pages/diagnostics.py", title="Diagnostics", icon=":material/monitor_heart:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
+]
+
+common.view()  # read the URL into the view on the session's first run
+page = st.navigation(PAGES)
+common.follow_goto()
+common.guarded(page.run)()
+common.guarded(common.sidebar)()

@@ -1,0 +1,364 @@
+"""Background jobs: a BIF run (or a replay for new queries) in a worker process that outlives the web page.
+
+A job is a directory cache_root/jobs/<id>/ holding
+
+    request.json    what to compute: kind ('run' or 'replay'), model, data, queries, config, cache_root
+    status.json     state (queued, running, done, failed, cancelled), pid, times, result or error message
+    progress.json   chain, draw, step, fraction, ETA and a short sampling-loss history per chain (live chart)
+    cancel          present when the user asked to stop (the worker raises Cancelled at its next report)
+    log.txt         the worker's stdout/stderr (tracebacks of internal errors go here, never to the page)
+
+Start one with `start_job`; it runs `python -m bif.jobs <job_dir>` in its own session. No streamlit import here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import BIFError, Cancelled
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+HISTORY_POINTS = 200  # per chain, kept in progress.json for the live chart
+WRITE_EVERY_S = 0.5
+INTERNAL = "Internal error ({kind}). The details are in the job log: {log}"
+DIED = ("The worker process stopped without reporting a result (killed, or out of memory). "
+        "The details, if any, are in the job log: {log}")
+
+
+def jobs_dir(cache_root: str | Path) -> Path:
+    return Path(cache_root) / "jobs"
+
+
+def job_dir(job_id: str, cache_root: str | Path) -> Path:
+    """The directory of a job; refuses ids that are not plain names (no path tricks)."""
+    if not job_id or any(c in job_id for c in "/\\.") or job_id != Path(job_id).name:
+        raise ValueError(f"not a job id: {job_id!r}")
+    return jobs_dir(cache_root) / job_id
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------- the app's side
+
+
+def make_request(kind: str, model: dict, data: dict, queries: list[dict], config: dict, cache_root: str | Path,
+                 run_key: str | None = None, preset: str | None = None) -> dict:
+    """A job request. kind='run' computes (or resumes, or opens) a run; kind='replay' adds `queries` to run_key."""
+    if kind not in ("run", "replay"):
+        raise ValueError(f"unknown job kind {kind!r}")
+    return {"kind": kind, "model": model, "data": data, "queries": queries, "config": config,
+            "cache_root": str(Path(cache_root).resolve()), "run_key": run_key, "preset": preset}
+
+
+def create_job(request: dict, cache_root: str | Path) -> str:
+    """Write a queued job's directory without starting it (`start_job` starts one; tests call `run_job`)."""
+    job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    d = job_dir(job_id, cache_root)
+    d.mkdir(parents=True)
+    _write_json(d / "request.json", request)
+    _write_json(d / "status.json", {"state": "queued", "created": time.time()})
+    return job_id
+
+
+def start_job(request: dict, cache_root: str | Path) -> str:
+    """Write the request and start a detached worker (`python -m bif.jobs DIR`). Returns the job id.
+
+    If an active job has the very same request, its id is returned instead (a double click starts nothing new).
+    """
+    same = json.dumps(request, sort_keys=True)
+    for job in list_jobs(cache_root, active_only=True):
+        if json.dumps(job.get("request"), sort_keys=True) == same:
+            return job["id"]
+    job_id = create_job(request, cache_root)
+    d = job_dir(job_id, cache_root)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(d / "log.txt", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bif.jobs", str(d.resolve())], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                cwd=root)
+    _write_json(d / "launcher.json", {"pid": proc.pid, "pid_start": _start_time(proc.pid)})
+    return job_id
+
+
+def job_status(job_id: str, cache_root: str | Path) -> dict:
+    """State, progress and result of a job: a dict with id, state, message, progress, request, result, log.
+
+    A job whose worker is gone without writing a final state is reported as failed.
+    """
+    d = job_dir(job_id, cache_root)
+    status = _read_json(d / "status.json")
+    if status is None:
+        return {"id": job_id, "state": "failed", "message": f"Job {job_id} not found.", "progress": {},
+                "request": None, "result": None, "log": str(d / "log.txt")}
+    state = status.get("state", "failed")
+    message = status.get("message", "")
+    proc = status if status.get("pid") else _read_json(d / "launcher.json") or {}
+    never_started = not proc.get("pid") and time.time() - status.get("created", 0) > 60
+    if state in ACTIVE and (never_started or proc.get("pid") and not _alive(proc["pid"], proc.get("pid_start"))):
+        # re-read: the worker may have finished between the two reads
+        status = _read_json(d / "status.json") or status
+        state = status.get("state", state)
+        if state in ACTIVE:
+            cancelled = (d / "cancel").exists()
+            state = "cancelled" if cancelled else "failed"
+            message = "Cancelled." if cancelled else DIED.format(log=d / "log.txt")
+            _write_json(d / "status.json", {**status, "state": state, "message": message, "finished": time.time()})
+    return {"id": job_id, "state": state, "message": message, "progress": _read_json(d / "progress.json") or {},
+            "request": _read_json(d / "request.json"), "result": status.get("result"),
+            "created": status.get("created"), "finished": status.get("finished"), "log": str(d / "log.txt")}
+
+
+def cancel_job(job_id: str, cache_root: str | Path) -> None:
+    """Ask the worker to stop at its next progress report (a few SGLD steps at most)."""
+    d = job_dir(job_id, cache_root)
+    if d.is_dir():
+        (d / "cancel").write_text(str(time.time()))
+
+
+def list_jobs(cache_root: str | Path, active_only: bool = False) -> list[dict]:
+    """Statuses of all jobs, newest first."""
+    root = jobs_dir(cache_root)
+    ids = sorted((p.name for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []
+    jobs = [job_status(i, cache_root) for i in ids]
+    return [j for j in jobs if j["state"] in ACTIVE] if active_only else jobs
+
+
+def _start_time(pid: int) -> str | None:
+    """The process start time from /proc (guards against a reused pid); None where /proc is missing."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None = None) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap our own finished child, which would otherwise linger as a zombie
+    except (ChildProcessError, OSError):
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        return start is None or _start_time(pid) == start
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+
+# ---------------------------------------------------------------------------------------- the worker's side
+
+
+class ProgressWriter:
+    """The progress callback of a job: writes progress.json at most every WRITE_EVERY_S and checks for cancel."""
+
+    def __init__(self, d: Path):
+        self.dir = d
+        self.history: dict[int, list] = {}
+        self.last_write = 0.0
+        self.state: dict = {}
+
+    def __call__(self, ev: dict) -> None:
+        if (self.dir / "cancel").exists():
+            raise Cancelled("Cancelled by the user.")
+        if ev.get("stage") == "sample":
+            h = self.history.setdefault(int(ev["chain"]), [])
+            h.append([int(ev["step"]), float(ev["sampling_loss"])])
+            if len(h) > HISTORY_POINTS:
+                h[:] = h[::2]
+        self.state = {**{k: v for k, v in ev.items() if isinstance(v, (int, float, str))},
+                      "history": {str(k): v for k, v in self.history.items()}, "time": time.time()}
+        now = time.time()
+        last_step = ev.get("stage") == "sample" and ev.get("step") == ev.get("steps")
+        if now - self.last_write >= WRITE_EVERY_S or last_step:
+            self.flush()
+
+    def flush(self) -> None:
+        self.last_write = time.time()
+        _write_json(self.dir / "progress.json", self.state)
+
+
+def run_job(d: str | Path) -> str:
+    """Execute the job in directory d (in this process). Returns the final state; never raises."""
+    d = Path(d)
+    status = _read_json(d / "status.json") or {}
+    status.update(state="running", pid=os.getpid(), pid_start=_start_time(os.getpid()), started=time.time())
+    _write_json(d / "status.json", status)
+    progress = ProgressWriter(d)
+    try:
+        from . import runs
+        from .config import SamplerConfig
+        from .data import DataSpec, Query
+        from .models import ModelSpec
+
+        req = json.loads((d / "request.json").read_text())
+        queries = [Query(**q) for q in req["queries"]]
+        progress({"stage": "start"})
+        if req["kind"] == "replay":
+            run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"])
+            run = runs.add_queries(run, queries, req["cache_root"], progress)
+        else:
+            run = runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
+                                   SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
+        wanted = json.dumps(queries[0].to_dict(), sort_keys=True)
+        index = next(i for i, q in enumerate(run.queries) if json.dumps(q.to_dict(), sort_keys=True) == wanted)
+        progress.state.update(fraction=1.0, eta_s=0.0)
+        progress.flush()
+        status.update(state="done", result={"run_key": run.key, "query": index})
+    except Exception as e:  # noqa: BLE001 - every failure must end in a status, never a dead worker
+        traceback.print_exc()
+        message = str(e) if isinstance(e, BIFError) else INTERNAL.format(kind=type(e).__name__, log=d / "log.txt")
+        status.update(state="cancelled" if isinstance(e, Cancelled) else "failed", message=message)
+    status["finished"] = time.time()
+    _write_json(d / "status.json", status)
+    return status["state"]
+
+
+# ------------------------------------------------------------------------------------------- cache look-up
+
+
+def _sampling(config: dict) -> dict | None:
+    from .config import SamplerConfig
+    from .errors import ConfigError
+
+    try:
+        c = SamplerConfig.from_dict(config)
+    except (ConfigError, TypeError):
+        return None
+    return {**c.sampling_key(), "storage": [c.score_dtype, c.trace_dtype]}
+
+
+def _changed_since(source: str, created: float) -> bool:
+    """True if a file (or a directory's files) on disk were modified after the run was created."""
+    if source in ("demo", "smollm2"):
+        return False
+    p = Path(source)
+    files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")] if p.is_dir() else (
+        [p] if p.exists() else [])
+    return not files or max(f.stat().st_mtime for f in files) > created
+
+
+def find_cached(request: dict, cache_root: str | Path) -> dict | None:
+    """A finished run for this request, by comparing requests (no model load, so it answers at once).
+
+    Returns {"run_key", "query", "exact": True} when the run holds the request's first query (own or replayed),
+    {"run_key", "exact": False} when only model, data and sampler match (the query can be added by replay),
+    or None. Runs whose model directory or training file changed on disk after they were made are skipped.
+    """
+    want_cfg = _sampling(request["config"])
+    want_q = json.dumps(request["queries"][0], sort_keys=True)
+    root = Path(cache_root) / "runs"
+    dirs = sorted(root.glob("*/COMPLETE"), key=lambda m: -m.stat().st_mtime) if root.is_dir() else []
+    base = None
+    for marker in dirs:
+        d = marker.parent
+        req = _read_json(d / "request.json")
+        if not req or req.get("model") != request["model"] or req.get("data") != request["data"]:
+            continue
+        if _sampling(req.get("config", {})) != want_cfg:
+            continue
+        created = req.get("created", 0)
+        if _changed_since(req["model"]["name_or_path"], created) or _changed_since(req["data"]["source"], created):
+            continue
+        queries = list(req.get("queries", []))
+        for qm in sorted(d.glob("queries/*/COMPLETE")):  # the order Run.queries uses
+            queries += (_read_json(qm.parent / "queries.json") or {}).get("queries", [])
+        for i, q in enumerate(queries):
+            if json.dumps(q, sort_keys=True) == want_q:
+                return {"run_key": d.name, "query": i, "exact": True}
+        base = base or {"run_key": d.name, "exact": False}
+    return base
+
+
+# -------------------------------------------------------------------------------------------- cost estimate
+
+# Rough single-thread CPU constants fitted to shared/BIF.md §8 and ENV.md (demo model: 2.4 ms per 64-token
+# sequence forward; SmolLM2-135M: 0.13 s): seconds per sequence ≈ A + B·params·tokens; a backward costs 2 forwards.
+FORWARD_A = 1.6e-3
+FORWARD_B = 1.5e-11
+WORKER_START_S = 8.0  # python + torch + transformers import and model load
+PARAMS = {"demo": 0.8e6, "smollm2": 134.5e6}
+
+
+def model_params(model: dict) -> float:
+    """Rough parameter count: known for built-ins, from the weight files' sizes for a local directory."""
+    name = model.get("name_or_path", "demo")
+    if name in PARAMS:
+        return PARAMS[name]
+    path = Path(name).expanduser()
+    size = sum(p.stat().st_size for p in path.glob("*") if p.suffix in (".safetensors", ".bin", ".pt"))
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
+    except (OSError, ValueError):
+        dtype = "float32"
+    return size / (2 if "16" in dtype else 4) if size else 1e6
+
+
+def estimate_cost(request: dict, n_train: int, mean_tokens: float) -> dict:
+    """Rough seconds for a job on this CPU, before starting it.
+
+    cost ≈ chains × (steps × t_step + draws × (n_scored + n_queries) × t_forward) + start-up. For a replay only
+    the queries are scored. The constants are rough (single-thread CPU); the live ETA is the better guide.
+    """
+    from .config import SamplerConfig
+
+    cfg = SamplerConfig.from_dict(request["config"])
+    data = request["data"]
+    n_q = len(request["queries"])
+    tokens = max(2.0, min(mean_tokens, data.get("max_length", 64)))
+    t_fwd = FORWARD_A + FORWARD_B * model_params(request["model"]) * tokens
+    t_step = 3 * t_fwd * min(cfg.batch_size, n_train)
+    if data.get("n_scored") is None:
+        n_scored = n_train
+    else:
+        n_scored = min(n_train, data["n_scored"] + data.get("nearest_per_query", 0) * n_q)
+    scored = n_q if request["kind"] == "replay" else n_scored + n_q
+    sampling = cfg.chains * cfg.steps_per_chain * t_step
+    scoring = cfg.chains * cfg.draws * scored * t_fwd
+    return {"seconds": WORKER_START_S + sampling + scoring, "sampling_s": sampling, "scoring_s": scoring,
+            "n_scored": n_scored, "steps": cfg.chains * cfg.steps_per_chain, "draws": cfg.chains * cfg.draws,
+            "note": "Rough estimate for one CPU thread; the live ETA during the run is more reliable."}
+
+
+def format_seconds(s: float | None) -> str:
+    """'45 s', '3 min', '1.2 h'."""
+    if s is None or s != s:
+        return "?"
+    if s < 90:
+        return f"{max(s, 1):.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m bif.jobs JOB_DIR")
+    sys.exit(0 if run_job(sys.argv[1]) in ("done", "cancelled") else 1)

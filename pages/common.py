@@ -1,0 +1,276 @@
+"""Streamlit glue shared by the pages: cache root, opened runs and cached views, the shared view state, errors.
+
+The view (run key, query, token, sample, job) lives in st.session_state["view"] and is mirrored into the URL
+(st.query_params) so that a copied link reopens the same view. This module is not a page.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from pathlib import Path
+
+import streamlit as st
+
+import bif
+from bif import influence, jobs
+
+log = logging.getLogger("bif.app")
+VIEW_KEYS = ("run", "q", "token", "sample", "job")
+INT_KEYS = ("q", "token", "sample")
+
+
+def cache_root() -> Path:
+    """Where runs, jobs, models and uploads live: $BIF_CACHE, default ./cache."""
+    return Path(os.environ.get("BIF_CACHE", "cache"))
+
+
+def ensure_router() -> None:
+    """Make sure this page runs inside app.py's router; call it first on every page.
+
+    A folder named pages/ makes Streamlit treat the app as an old-style multipage app (every file in it a page,
+    no app.py around it) until st.navigation has run once in the process. That happens when a fresh server's
+    first request is a page URL, and on every AppTest run. Then: switch the process to st.navigation and rerun
+    through app.py (same URL path, so the same page).
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future Streamlit without the old mode
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+# ------------------------------------------------------------------------------------------------ view state
+
+
+def view() -> dict:
+    """The shared view state; on a session's first run it is read from the URL."""
+    if "view" not in st.session_state:
+        qp = st.query_params
+        v = {k: qp.get(k) or None for k in VIEW_KEYS}
+        for k in INT_KEYS:
+            try:
+                v[k] = int(v[k]) if v[k] is not None else None
+            except ValueError:
+                v[k] = None
+        v["q"] = v["q"] or 0
+        try:
+            v["job"] and jobs.job_dir(v["job"], cache_root())
+        except ValueError:
+            v["job"] = None
+        st.session_state["view"] = v
+    return st.session_state["view"]
+
+
+def set_view(**changes) -> None:
+    view().update(changes)
+
+
+def to_url(**values) -> None:
+    """Make the URL's query string exactly these values (None values are left out)."""
+    wanted = {k: str(v) for k, v in values.items() if v is not None}
+    if dict(st.query_params) != wanted:
+        st.query_params.from_dict(wanted)
+
+
+def share_link(**values) -> str:
+    """The page's URL with these values in its query string (just the query string when the host is unknown)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in values.items() if v is not None})
+    base = getattr(st.context, "url", None) or ""
+    return f"{base}?{query}"
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+
+def run_signature(d: Path) -> str:
+    """Changes when a run is completed or gains a query set (so the cached Run object is refreshed)."""
+    marks = [d / "COMPLETE", *sorted(d.glob("queries/*/COMPLETE"))]
+    return ";".join(f"{m.parent.name}:{m.stat().st_mtime_ns}" for m in marks if m.exists())
+
+
+@st.cache_resource(max_entries=6, show_spinner="Opening the run…")
+def _open_run(path: str, signature: str) -> bif.Run:
+    return bif.open_run(path)
+
+
+def open_run(key: str) -> bif.Run:
+    """The finished run `key` (opened once per change, then shared). BIFError if missing or incomplete."""
+    d = cache_root() / "runs" / key
+    if not (d / "request.json").exists():
+        raise bif.BIFError(f"Run {key!r} is not in the cache ({cache_root()}). Pick one on the Runs page.")
+    return _open_run(str(d.resolve()), run_signature(d))
+
+
+def current_run() -> tuple[bif.Run, int] | None:
+    """(run, query index) of the view, or None (with a message on the page) when there is none."""
+    v = view()
+    if not v.get("run"):
+        st.info("No run is open yet. Start one on the **Run** page, or open a cached one on the **Runs** page.")
+        st.page_link("pages/run.py", label="Go to the Run page", icon=":material/play_circle:")
+        return None
+    run = open_run(v["run"])
+    if not 0 <= (v.get("q") or 0) < len(run.queries):
+        set_view(q=0, token=None)
+    return run, v.get("q") or 0
+
+
+def run_id(run: bif.Run) -> str:
+    return f"{run.dir}|{run_signature(run.dir)}"
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def sample_scores(_run: bif.Run, rid: str, q: int, token: int | None) -> bif.Scores:
+    trace, row = _run.trace(q)
+    return influence.samples(trace, row, token)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def completion_scores(_run: bif.Run, rid: str, q: int, sample: int | None) -> bif.Scores:
+    trace, row = _run.trace(q)
+    return influence.query_tokens(trace, row, sample)
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def train_token_scores(_run: bif.Run, rid: str, q: int, sample: int, token: int | None) -> bif.Scores:
+    trace, row = _run.trace(q)
+    return influence.train_tokens(trace, sample, row, token)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def pair_scores(_run: bif.Run, rid: str, q: int, sample: int) -> bif.Scores:
+    trace, row = _run.trace(q)
+    return influence.pair(trace, sample, row)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def stability(_run: bif.Run, rid: str, q: int, token: int | None, k: int) -> dict:
+    trace, row = _run.trace(q)
+    return influence.stability(trace, row, k, token)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def diagnosis(_run: bif.Run, rid: str) -> bif.Diagnosis:
+    trace, _ = _run.trace(0)
+    return bif.diagnose(trace, _run.config.nbeta, _run.config.burn_in)
+
+
+def run_request(key: str) -> dict | None:
+    """A run's request.json (what was asked), or None."""
+    return _read_request(str(cache_root().resolve() / "runs" / key / "request.json"))
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _read_request(path: str) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def preset_name(config: dict) -> str:
+    """The preset whose settings equal `config`, else 'custom'."""
+    for name, p in bif.PRESETS.items():
+        if p.to_dict() == config:
+            return name
+    return "custom"
+
+
+# -------------------------------------------------------------------------------------------- page helpers
+
+
+def explain(text: str) -> None:
+    """The "What am I looking at?" box every page starts with."""
+    with st.expander("What am I looking at?", expanded=False):
+        st.markdown(text)
+
+
+def show_error(e: BaseException) -> None:
+    """A user-fixable BIFError as is; anything else as a friendly message (details go to the log)."""
+    if isinstance(e, bif.BIFError):
+        st.error(str(e), icon=":material/error:")
+    else:
+        log.error("unexpected error in the app", exc_info=e)
+        st.error("Something went wrong while drawing this part of the page. Try again, or reload the page; if it "
+                 "keeps happening, the server log has the details.", icon=":material/error:")
+
+
+def guarded(fn):
+    """Decorator: errors inside fn (a page body or a fragment) become messages, never tracebacks."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - st.rerun/st.stop are BaseExceptions and pass through
+            show_error(e)
+    return wrapper
+
+
+def callback(fn):
+    """Decorator for widget callbacks: an error becomes a message shown at the top of the next page run.
+
+    Pages act on clicks through callbacks (they run before the script), so a click is never lost to a rerun.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            st.session_state["flash_error"] = e
+    return wrapper
+
+
+@callback
+def go(page: str, **changes) -> None:
+    """Callback: change the view, then switch to `page` (app.py does the switch at the start of the next run)."""
+    set_view(**changes)
+    st.session_state["goto"] = page
+
+
+def follow_goto() -> None:
+    """Called by app.py after routing: switch page if a callback asked for it; show a callback's error."""
+    goto = st.session_state.pop("goto", None)
+    if goto:
+        st.switch_page(goto)
+    if "flash_error" in st.session_state:
+        show_error(st.session_state.pop("flash_error"))
+
+
+def sidebar() -> None:
+    """The current run, shown on every page."""
+    from bif.render import md_escape
+
+    v = view()
+    with st.sidebar:
+        st.markdown("#### Current run")
+        req = run_request(v["run"]) if v.get("run") else None
+        if req is None:
+            st.caption("None yet: start one on the Run page, or open one on the Runs page.")
+        else:
+            qs = req.get("queries") or [{}]
+            q = qs[v["q"]] if (v.get("q") or 0) < len(qs) else None
+            st.markdown(f"**Model** {md_escape(req.get('model_label', '?'))}  \n"
+                        f"**Data** {md_escape(Path(str(req['data']['source'])).name)} "
+                        f"({req.get('n_train', '?')} texts)  \n"
+                        f"**Preset** {preset_name(req.get('config', {}))}")
+            if q:
+                st.markdown(f"**Query** {md_escape(q['prompt'].strip()[-60:])} → "
+                            f"**{md_escape(q['completion'].strip()[:40])}**")
+            else:
+                st.markdown(f"**Query** #{v['q'] + 1} (added by replay)")
+            st.caption(f"run {v['run']} · finished")
+        if v.get("job"):
+            try:
+                s = jobs.job_status(v["job"], cache_root())
+            except ValueError:
+                s = None
+            if s and s["state"] in jobs.ACTIVE:
+                frac = s["progress"].get("fraction", 0.0)
+                st.caption(f"Background job {s['state']}: {frac:.0%}, "
+                           f"about {jobs.format_seconds(s['progress'].get('eta_s'))} left")

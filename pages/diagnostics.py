@@ -1,0 +1,86 @@
+"""Diagnostics page: can the run's scores be trusted? Sampling-loss traces, stationarity, R-hat, ESS, LLC."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from bif import render
+from pages import common
+
+EXPLAIN = """
+The scores come from a random walk over the model's weights (SGLD, in several independent **chains**). They mean
+something only if each walk settled into a steady state near the trained model. This page checks that.
+
+* **Sampling loss per chain**: should rise a little from the trained model's loss and then level off. The shaded
+  part (burn-in) is discarded. A curve that keeps climbing or falling (*drift*) gives every training text a similar,
+  meaningless score.
+* **R-hat** compares chains: ≈ 1.00 when they agree; above ≈ 1.1 they have not converged to the same thing.
+* **Effective sample size (ESS)** is how many independent draws the correlated draws are worth; error bars shrink
+  like 1/√ESS.
+* **LLC** (local learning coefficient) is a by-product: a measure of the model's effective complexity here.
+"""
+
+VERDICTS = {"ok": "Looks stationary", "drifting": "Still drifting", "left basin": "Left the trained basin",
+            "too short": "Too short to judge", "below w*": "Loss fell below the trained weights'",
+            "chains disagree": "Chains disagree"}
+ICONS = {"ok": ":material/check_circle:", "drifting": ":material/warning:", "left basin": ":material/dangerous:",
+         "too short": ":material/warning:", "below w*": ":material/warning:", "chains disagree": ":material/warning:"}
+
+
+def fmt(x: float, spec: str = ".3g") -> str:
+    return "—" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+@common.guarded
+def main() -> None:
+    st.title("Diagnostics: can these scores be trusted?")
+    common.explain(EXPLAIN)
+    current = common.current_run()
+    if current is None:
+        return
+    run, _ = current
+    cfg = run.config
+    d = common.diagnosis(run, common.run_id(run))
+    box = st.success if d.verdict == "ok" else st.error if d.verdict == "left basin" else st.warning
+    box(f"**{VERDICTS.get(d.verdict, d.verdict)}.** {d.advice}", icon=ICONS.get(d.verdict))
+
+    fig = render.loss_figure(render.trace_curves(run.sampling_loss), burn_in=cfg.burn_in,
+                             total_steps=cfg.steps_per_chain, init_loss=d.init_loss)
+    st.plotly_chart(fig, key="trace", width="stretch")
+    st.caption(f"{cfg.chains} chains × {cfg.steps_per_chain} SGLD steps; a draw is kept every {cfg.steps_between} "
+               f"step(s) after the first {cfg.burn_in}.")
+
+    c = st.columns(4)
+    c[0].metric("Loss at the trained weights", fmt(d.init_loss), help="L(w*): the mean minibatch loss at step 1.")
+    c[1].metric("Loss while sampling", fmt(d.kept_loss), delta=fmt(d.kept_loss - d.init_loss, "+.3g"),
+                delta_color="off", help="Mean over the kept draws. A small rise is expected; a large one means the "
+                                        "chains wandered far from the trained model.")
+    c[2].metric("Drift", f"{fmt(d.drift, '+.3g')} ± {fmt(d.drift_se, '.2g')}",
+                help="Mean loss of the last third of the kept draws minus the first third. Should be within noise.")
+    c[3].metric("R-hat of the sampling loss", fmt(d.rhat_loss, ".3f"),
+                help="Split R-hat: compares the chains (and their halves). ≈1.00 is good; >1.1 means they disagree.")
+    c = st.columns(4)
+    c[0].metric("R-hat, per-sample losses (median / max)",
+                f"{fmt(d.rhat_samples_median, '.2f')} / {fmt(d.rhat_samples_max, '.2f')}",
+                help="The same agreement check for each ranked training sample's loss.")
+    c[1].metric("Effective draws (median)", fmt(d.ess_median, ".0f"),
+                help=f"Out of {cfg.chains * cfg.draws} kept draws, how many independent ones they are worth. "
+                     "Standard errors shrink like 1/√(effective draws).")
+    c[2].metric("Effective draws per draw", fmt(d.ess_per_draw, ".2f"),
+                help="1.0 = draws are independent. Low values: raise steps_between or the step size.")
+    c[3].metric("LLC", f"{fmt(d.llc, '.3g')} ± {fmt(d.llc_se, '.2g')}",
+                help="Local learning coefficient λ̂ = nβ·(E[L] − L(w*)) on the ranked samples: how many effective "
+                     "parameters the model uses here. A by-product; not needed to read the influence scores.")
+    st.markdown("**What to change if something is off**")
+    st.markdown(
+        "- *Still drifting*: more burn-in, a larger γ (gamma), or a smaller step size.\n"
+        "- *Left the basin*: a smaller step size or a larger γ.\n"
+        "- *Chains disagree (R-hat > 1.1)* or *few effective draws*: more draws, or more steps between draws.\n"
+        "- All fields are under **Advanced sampler settings** on the Run page.")
+    common.to_url(run=run.key, q=common.view().get("q") or 0)
+
+
+common.ensure_router()
+main()

@@ -1,0 +1,72 @@
+"""The live panel of a background job (progress, ETA, sampling-loss chart, cancel). Not a page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from bif import jobs, render
+from pages import common
+
+STAGES = {"start": "Starting the worker", "tokenizer": "Building the demo model: training its tokenizer",
+          "train": "Building the demo model (first use only): training",
+          "convert": "Converting SmolLM2 to safetensors (first use only)",
+          "save": "Saving the converted model", "sample": "Sampling"}
+
+
+def _describe(p: dict) -> str:
+    stage = p.get("stage", "start")
+    if stage == "sample":
+        return (f"Sampling: chain {p.get('chain', 0) + 1} of {p.get('chains', '?')} · draw {p.get('draw', 0)} of "
+                f"{p.get('draws', '?')} · step {p.get('step', 0)} of {p.get('steps', '?')} · about "
+                f"{jobs.format_seconds(p.get('eta_s'))} left")
+    if stage == "train":
+        return f"{STAGES['train']} step {p.get('step', 0)} of {p.get('steps', '?')} (about " \
+               f"{jobs.format_seconds(p.get('eta_s'))} left)"
+    return STAGES.get(stage, f"Working ({stage})") + "…"
+
+
+def panel(job_id: str) -> None:
+    """Show a job; refresh every second while it is active (an st.fragment, so the rest of the page stays)."""
+    active = jobs.job_status(job_id, common.cache_root())["state"] in jobs.ACTIVE
+    if active:
+        st.fragment(_body, run_every=1.0)(job_id, True)
+    else:  # not a fragment: its buttons must rerun the whole app (a page switch happens in app.py)
+        _body(job_id, False)
+
+
+@common.guarded
+def _body(job_id: str, was_active: bool) -> None:
+    s = jobs.job_status(job_id, common.cache_root())
+    if was_active and s["state"] not in jobs.ACTIVE:
+        if s["state"] == "done":
+            common.set_view(run=s["result"]["run_key"], q=s["result"]["query"], token=None, sample=None)
+        st.rerun(scope="app")  # stop polling and refresh the sidebar
+    p = s["progress"]
+    kind = "Replay for a new query" if (s["request"] or {}).get("kind") == "replay" else "Run"
+    with st.container(border=True):
+        st.markdown(f"**{kind}** · job `{job_id}` · **{s['state']}**")
+        if s["state"] in jobs.ACTIVE:
+            st.progress(min(max(float(p.get("fraction", 0.0)), 0.0), 1.0), text=_describe(p))
+            st.button("Cancel", key=f"cancel-{job_id}", on_click=jobs.cancel_job, args=(job_id, common.cache_root()),
+                      help="Stops the worker at its next report. Finished chains are kept: starting the same run "
+                           "again resumes from them.")
+        elif s["state"] == "done":
+            r = s["result"]
+            st.success("Finished. The run is now the current run (sidebar): see the Influence and Diagnostics pages.")
+            st.button("Open the influence view →", key=f"open-{job_id}", type="primary", icon=":material/target:",
+                      on_click=common.go, args=("pages/influence.py",),
+                      kwargs={"run": r["run_key"], "q": r["query"], "token": None, "sample": None})
+        elif s["state"] == "cancelled":
+            st.warning("Cancelled. Finished chains were kept; starting the same run again resumes from them.")
+        else:
+            st.error(s["message"] or "The job failed.", icon=":material/error:")
+        history = p.get("history") or {}
+        if history:
+            cfg = (s["request"] or {}).get("config") or {}
+            steps = cfg.get("burn_in", 0) + cfg.get("draws", 0) * cfg.get("steps_between", 1)
+            fig = render.loss_figure(render.history_curves(history), burn_in=cfg.get("burn_in"),
+                                     total_steps=steps or None,
+                                     title="Sampling loss per chain" + (" (live)" if was_active else ""))
+            st.plotly_chart(fig, key=f"live-{job_id}", width="stretch")
+            st.caption("It should rise from the trained model's loss and level off after the burn-in (shaded). "
+                       "A curve that keeps climbing means the scores will not be trustworthy: see Diagnostics.")

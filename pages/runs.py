@@ -1,0 +1,103 @@
+"""Runs page: the cached runs (open, delete) and the background jobs (watch, cancel)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+import bif
+from bif import jobs
+from bif.render import md_escape
+from pages import common
+
+EXPLAIN = """
+Every finished run is kept in the cache (`BIF_CACHE`, default `./cache`), keyed by the model's files, the training
+data, the queries and the sampler settings: asking for the same run again opens it at once, and a new query on the
+same model, data and sampler is added by replaying the chains. **Open** makes a run the current one for the
+Influence and Diagnostics pages. Runs that were interrupted show as *incomplete*; starting them again resumes them.
+"""
+
+
+@common.callback
+def delete(key: str, root) -> None:
+    bif.delete_run(key, root)
+    if common.view().get("run") == key:
+        common.set_view(run=None, token=None, sample=None)
+
+
+def query_text(key: str) -> str:
+    q = ((common.run_request(key) or {}).get("queries") or [{}])[0]
+    return f"{q.get('prompt', '?').strip()[-40:]} → {q.get('completion', '?').strip()[:30]}"
+
+
+def when(t: float) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
+def runs_section(root) -> None:
+    runs = bif.list_runs(root)
+    st.subheader(f"Cached runs ({len(runs)})")
+    if not runs:
+        st.caption("No runs yet. Start one on the Run page.")
+        return
+    table = pd.DataFrame([{
+        "run": r["key"], "model": r["model"], "data": r["data"].rsplit("/", 1)[-1], "query": query_text(r["key"]),
+        "queries": r["n_queries"], "preset": common.preset_name(r["config"]),
+        "chains × draws": f"{r['config'].get('chains', '?')} × {r['config'].get('draws', '?')}",
+        "created": when(r["created"]), "size (MB)": round(r["size_mb"], 2),
+        "status": "finished" if r["complete"] else f"incomplete ({r['chains_done']} chains)"} for r in runs])
+    st.dataframe(table, hide_index=True, width="stretch")
+    keys = [r["key"] for r in runs]
+    labels = {r["key"]: f"{r['key']} · {r['model']} · {query_text(r['key'])} · {when(r['created'])}" for r in runs}
+    current = common.view().get("run")
+    key = st.selectbox("Run", keys, index=keys.index(current) if current in keys else 0, format_func=labels.get,
+                       key="runs-pick", help="Pick a run to open or delete.")
+    complete = next(r["complete"] for r in runs if r["key"] == key)
+    c1, c2 = st.columns(2)
+    c1.button("Open", type="primary", disabled=not complete, key="runs-open", on_click=common.go,
+              args=("pages/influence.py",), kwargs={"run": key, "q": 0, "token": None, "sample": None},
+              help="Make it the current run and show its influence view." if complete else
+              "Only finished runs can be opened. Start the same run again on the Run page to resume it.")
+    with c2.popover("Delete…", help="Remove the run's files from the cache."):
+        st.markdown(f"Delete run `{key}`? This cannot be undone.")
+        st.button("Delete for good", key="runs-delete", on_click=delete, args=(key, root))
+
+
+def jobs_section(root) -> None:
+    all_jobs = jobs.list_jobs(root)[:20]
+    st.subheader("Background jobs")
+    if not all_jobs:
+        st.caption("No jobs yet.")
+        return
+    for j in all_jobs:
+        q = ((j["request"] or {}).get("queries") or [{}])[0]
+        p = j["progress"]
+        c1, c2 = st.columns([5, 1])
+        line = f"`{j['id']}` · **{j['state']}** · {md_escape(repr(q.get('completion', '')[:40]))}"
+        if j["state"] in jobs.ACTIVE:
+            line += f" · {p.get('fraction', 0):.0%}, about {jobs.format_seconds(p.get('eta_s'))} left"
+        elif j["state"] == "failed":
+            line += f" · {md_escape(j['message'][:160])}"
+        c1.markdown(line)
+        if j["state"] in jobs.ACTIVE:
+            c2.button("Cancel", key=f"jobs-cancel-{j['id']}", on_click=jobs.cancel_job, args=(j["id"], root))
+        elif j["state"] == "done" and j["result"]:
+            c2.button("Open", key=f"jobs-open-{j['id']}", on_click=common.go, args=("pages/influence.py",),
+                      kwargs={"run": j["result"]["run_key"], "q": j["result"]["query"], "token": None, "sample": None})
+
+
+@common.guarded
+def main() -> None:
+    st.title("Runs")
+    common.explain(EXPLAIN)
+    root = common.cache_root()
+    runs_section(root)
+    jobs_section(root)
+    st.caption(f"Cache: {root.resolve()}")
+    common.to_url()
+
+
+common.ensure_router()
+main()

@@ -1,0 +1,257 @@
+"""Every page of the app, headless (streamlit.testing.v1.AppTest), against caches filled by tiny runs."""
+
+import html as htmllib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import bif
+from tests.tiny import TEXTS, write_corpus
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+SCRIPT = "<script>window.__pwned=1</script> <img src=x onerror=alert(1)>"
+
+
+def app(cache, page=None, **params) -> AppTest:
+    """The app on `page` with BIF_CACHE=cache and the URL's query string `params`, after its first run."""
+    if cache is not None:
+        os.environ["BIF_CACHE"] = str(cache)  # restored by the autouse fixture's monkeypatch
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(autouse=True)
+def cache_env(monkeypatch, tiny_run):
+    monkeypatch.setenv("BIF_CACHE", str(tiny_run[0]))
+
+
+@pytest.fixture(scope="module")
+def xss_run(tiny_lm, tmp_path_factory):
+    """A run whose training data holds a script tag (sample #40)."""
+    root = tmp_path_factory.mktemp("xss")
+    corpus = write_corpus(root / "train.txt", TEXTS + [SCRIPT])
+    run = bif.compute_run(bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(corpus), n_scored=None),
+                          [bif.Query("User: what is 1 plus 1?\nBot:", " 2")], bif.preset("smoke"), cache_root=root)
+    return root, run
+
+
+def html(at) -> str:
+    return "".join(h.proto.body for h in at.get("html"))
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_every_page_without_a_run_says_what_to_do():
+    for page in ("pages/run.py", "pages/influence.py", "pages/diagnostics.py", "pages/runs.py"):
+        at = app(None, page)
+        assert at.title and at.expander[0].label == "What am I looking at?"
+        assert not at.error
+
+
+def test_influence_page_shows_completion_rankings_and_heatmap(tiny_run):
+    cache, run = tiny_run
+    at = app(cache, "pages/influence.py", run=run.key)
+    body = html(at)
+    assert 'class="bif-tok' in body and "blue: makes" in body and "support" in body
+    assert "title=" in body and "± " in body  # hover text with score ± SE on tokens
+    assert body.count('class="bif-card"') == 10  # top-5 supporting + top-5 opposing
+    heatmap, hist = charts(at)
+    assert heatmap["data"][0]["type"] == "heatmap" and hist["data"][0]["type"] == "histogram"
+    assert at.query_params["run"] == run.key and "sample" in at.query_params
+    assert any("agree between chain halves" in m.value for m in at.markdown)
+    assert len(at.get("download_button")) == 3
+
+
+def test_clicking_a_token_and_a_sample_changes_the_views(tiny_run):
+    cache, run = tiny_run
+    at = app(cache, "pages/influence.py", run=run.key)
+    before_cards = html(at)
+    pills = at.pills[0]
+    token = pills.options and at.pills[0].proto.options
+    assert token
+    position = int(run.trace(0)[0].masks["query"][0].nonzero()[0][0])
+    pills.set_value(position).run()
+    assert not at.exception
+    assert at.query_params["token"] == str(position)
+    assert any("Ranking for token" in m.value for m in at.markdown)
+    assert html(at) != before_cards
+    title = charts(at)[0]["layout"]["title"]["text"]
+    other = [b for b in at.button if b.key and b.key.startswith("inspect-") and f"#{at.query_params['sample']}"
+             not in b.label][0]
+    other.click().run()
+    assert not at.exception
+    assert charts(at)[0]["layout"]["title"]["text"] != title
+    assert other.label.endswith(f"#{at.query_params['sample']}")
+
+
+def test_shared_url_reopens_the_same_view(tiny_run):
+    cache, run = tiny_run
+    position = int(run.trace(0)[0].masks["query"][0].nonzero()[0][0])
+    sid = run.train_ids[3]
+    at = app(cache, "pages/influence.py", run=run.key, q=0, token=position, sample=sid)
+    assert at.pills[0].value == position
+    assert f"Training sample #{sid}" in charts(at)[0]["layout"]["title"]["text"]
+    assert at.query_params == {"run": run.key, "q": "0", "token": str(position), "sample": str(sid)}
+
+
+def test_training_text_is_escaped(xss_run):
+    root, run = xss_run
+    sid = run.train_ids[-1]
+    at = app(root, "pages/influence.py", run=run.key, sample=sid)
+    body = html(at)
+    assert "<script" not in body and "<img" not in body
+    shown = htmllib.unescape(re.sub(r"<[^>]+>", "", body.split("</style>")[-1]))
+    assert SCRIPT in shown  # the text shows as text, token by token
+    assert "onerror=alert" not in json.dumps(charts(at))  # heatmap labels are escaped too
+
+
+def test_unknown_run_is_a_message_not_a_traceback(tiny_run):
+    at = app(tiny_run[0], "pages/influence.py", run="nope")
+    assert "not in the cache" in at.error[0].value
+
+
+def test_diagnostics_page(tiny_run):
+    cache, run = tiny_run
+    at = app(cache, "pages/diagnostics.py", run=run.key)
+    assert len(at.metric) == 8 and all(m.proto.help for m in at.metric)
+    trace = charts(at)[0]
+    assert len(trace["data"]) == run.config.chains
+    assert at.success or at.warning or at.error  # the verdict
+
+
+def test_runs_page_lists_opens_and_deletes(tiny_run, tmp_path):
+    cache, run = tiny_run
+    root = tmp_path / "cache"
+    shutil.copytree(cache, root)
+    at = app(root, "pages/runs.py")
+    assert at.dataframe[0].value["run"].tolist() == [run.key]
+    at.button(key="runs-open").click().run()
+    assert at.title[0].value.startswith("Which training data")
+    at.switch_page("pages/runs.py").run()
+    at.button(key="runs-delete").click().run()
+    assert not at.exception and not (root / "runs" / run.key).exists()
+    assert "None yet" in "".join(c.value for c in at.sidebar.caption)
+
+
+def fill_run_page(at, tiny_lm, tiny_corpus, completion=" 7"):
+    at.radio(key="model_choice").set_value("local").run()
+    at.text_input(key="model_dir").input(str(tiny_lm))
+    at.radio(key="data_choice").set_value("path").run()
+    at.text_input(key="data_path").input(str(tiny_corpus))
+    at.checkbox(key="score_all").check()
+    at.text_area(key="prompt").input("User: what is 3 plus 4?\nBot:")
+    at.text_area(key="completion").input(completion)
+    at.selectbox(key="preset").set_value("smoke")
+    return at.run()
+
+
+def test_run_page_opens_a_cached_run_at_once(tiny_run, tiny_lm, tiny_corpus):
+    cache, run = tiny_run
+    at = fill_run_page(app(cache), tiny_lm, tiny_corpus)
+    assert not at.exception
+    assert any("already in the cache" in s.value for s in at.success)
+    at.button(key="open_cached").click().run()
+    assert at.title[0].value.startswith("Which training data") and at.query_params["run"] == run.key
+
+
+def test_run_page_offers_replay_with_a_cost_estimate(tiny_run, tiny_lm, tiny_corpus):
+    at = fill_run_page(app(tiny_run[0]), tiny_lm, tiny_corpus, completion=" 8")
+    assert any("replaying" in i.value for i in at.info)
+    assert any("Estimated time" in m.value for m in at.markdown)
+    assert at.button(key="start").label == "Add this query by replay"
+    assert len(at.expander) >= 3 and all(w.help for w in at.text_input if w.key and w.key.startswith("cfg."))
+
+
+def test_run_page_bad_inputs_are_messages(tiny_run, tmp_path):
+    at = app(tiny_run[0])
+    at.radio(key="model_choice").set_value("local").run()
+    assert any("model directory" in w.value for w in at.warning)
+    at.text_input(key="cfg.demo-cpu.step_size").input("0.5").run()
+    assert not at.exception and any("step_size" in e.value for e in at.error)
+
+
+def test_run_page_watches_a_job(tiny_run, tiny_lm, tiny_corpus):
+    from bif import jobs
+
+    cache, run = tiny_run
+    req = jobs.make_request("run", bif.ModelSpec(str(tiny_lm)).to_dict(), {}, [], {}, cache)
+    job_id = jobs.create_job(req, cache)
+    d = jobs.job_dir(job_id, cache)
+    (d / "progress.json").write_text(json.dumps({"stage": "sample", "chain": 0, "chains": 2, "draw": 3, "draws": 10,
+                                                 "step": 8, "steps": 15, "fraction": 0.27, "eta_s": 12,
+                                                 "history": {"0": [[1, 5.6], [6, 5.5]]}}))
+    (d / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    at = app(cache, job=job_id)
+    assert "chain 1 of 2" in at.get("progress")[0].proto.text
+    assert charts(at)[0]["data"][0]["name"] == "chain 1"
+    at.button(key=f"cancel-{job_id}").click().run()
+    assert (d / "cancel").exists()
+    (d / "status.json").write_text(json.dumps({"state": "failed", "message": "Lower step_size."}))
+    at.run()
+    assert any("Lower step_size." in e.value for e in at.error)
+
+
+def test_run_page_upload_and_generate(tiny_run, tiny_lm, tiny_corpus, tmp_path):
+    root = tmp_path / "cache"
+    at = app(root)
+    at.radio(key="model_choice").set_value("local").run()
+    at.text_input(key="model_dir").input(str(tiny_lm))
+    at.radio(key="data_choice").set_value("upload").run()
+    at.file_uploader(key="upload").upload("mine.txt", Path(tiny_corpus).read_bytes(), "text/plain")
+    at.text_area(key="prompt").input("User: what is 1 plus 1?\nBot:")
+    at.text_area(key="completion").input("XXX")
+    at.run()
+    assert not at.exception and not at.warning
+    saved = list((root / "uploads").glob("*.txt"))
+    assert len(saved) == 1 and saved[0].read_bytes() == Path(tiny_corpus).read_bytes()
+    assert any("40 training texts" in m.value for m in at.markdown)
+    next(b for b in at.button if b.label.startswith("Generate")).click()  # greedy, tiny random model
+    at.run()
+    assert not at.exception and not at.error
+    assert at.text_area(key="completion").value != "XXX"
+
+
+def test_a_finished_job_opens_its_run(tiny_run):
+    from bif import jobs
+
+    cache, run = tiny_run
+    job_id = jobs.create_job(jobs.make_request("run", {}, {}, [], {}, cache), cache)
+    status = {"state": "done", "result": {"run_key": run.key, "query": 0}}
+    (jobs.job_dir(job_id, cache) / "status.json").write_text(json.dumps(status))
+    at = app(cache, job=job_id)  # e.g. the page was reloaded after the job finished
+    assert at.query_params == {"job": job_id}
+    at.button(key=f"open-{job_id}").click().run()
+    assert at.title[0].value.startswith("Which training data") and at.query_params["run"] == run.key
+
+
+def test_a_run_with_a_replayed_query_offers_both(tiny_run, tmp_path):
+    cache, run = tiny_run
+    root = tmp_path / "cache"
+    shutil.copytree(cache, root)
+    run = bif.add_queries(bif.open_run(root / "runs" / run.key), [bif.Query("User: what is 2 plus 2?\nBot:", " 4")],
+                          root)
+    at = app(root, "pages/influence.py", run=run.key, q=1)
+    assert at.selectbox(key="query_pick").value == 1 and len(at.selectbox(key="query_pick").options) == 2
+    assert "4" in html(at).split("bif-legend")[0]
+    at.selectbox(key="query_pick").set_value(0).run()
+    assert not at.exception and at.query_params["q"] == "0"
+
+
+def test_bad_url_parameters_are_ignored(tiny_run):
+    cache, run = tiny_run
+    at = app(cache, "pages/influence.py", run=run.key, q="x", token="99", sample="-5", job="../../etc")
+    assert not at.error and at.query_params["q"] == "0" and "token" not in at.query_params
+    at = app(cache, job="no-such-job")
+    assert any("not found" in e.value for e in at.error)
