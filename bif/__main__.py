@@ -60,23 +60,28 @@ def cmd_demo(args) -> None:
 def cmd_run(args) -> None:
     from .data import DataSpec, Query
     from .models import ModelSpec, generate_completion, load_model
+    from .distributed import cli_setup
     from .runs import compute_run
 
+    dist, scale, say = cli_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
     model = ModelSpec(args.model, trust_remote_code=args.trust_remote_code)
     completion = args.completion
     if completion is None:
         loaded = load_model(model, args.cache)
         completion = generate_completion(loaded, args.prompt, args.max_new_tokens, greedy=args.seed_gen is None,
                                          seed=args.seed_gen or 0)
-        print(f"generated completion: {completion!r}")
+        say(f"generated completion: {completion!r}")
     data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
     config = _config(args)
     if args.last_blocks:
         from .models import last_blocks
         config = config.replace(param_patterns=last_blocks(load_model(model, args.cache).model, args.last_blocks))
-        print(f"approximation: sampling only {', '.join(config.param_patterns)}")
-    bar, progress = _bar()
-    run = compute_run(model, data, [Query(args.prompt, completion)], config, args.cache, progress)
+        say(f"approximation: sampling only {', '.join(config.param_patterns)}")
+    bar, progress = _bar() if dist.is_main else (None, None)
+    run = compute_run(model, data, [Query(args.prompt, completion)], config, args.cache, progress,
+                      scale=scale, dist=dist)
+    if not dist.is_main:
+        return
     bar.n = 1000
     bar.close()
     print(f"run {run.key} in {run.dir}")
@@ -189,6 +194,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting, e.g. draws=200")
     r.add_argument("--last-blocks", type=int, help="sample only the last K transformer blocks (an approximation)")
     r.add_argument("-k", type=int, default=5)
+    from .distributed import add_cli_arguments
+    add_cli_arguments(r)
     r.set_defaults(fn=cmd_run)
     for name, fn, hlp in (("top", cmd_top, "print the most supporting and opposing samples of a run"),
                           ("export", cmd_export, "write a run's scores as CSV or JSON")):

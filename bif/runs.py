@@ -7,33 +7,45 @@ the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
     examples.safetensors     token ids and masks of the scored training samples and the queries
     texts.json               their texts and token strings (for display)
     init.safetensors         losses at w*
-    chain_000.safetensors    one per chain, written atomically when the chain finishes (resume point)
+    chain_000.safetensors    one per chain, written draw by draw (as chain_000.partial, memory-mapped) and
+                             renamed when the chain finishes (resume point)
+    parts/                   only while a distributed run is in progress: one file per chain and shard
+                             (bif.distributed), merged into chain_XXX.safetensors
     queries/<qkey>/...       queries added later by replay (same layout, query set only)
     COMPLETE                 written last: sha256 of every file above
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
+from . import distributed
 from .config import SamplerConfig
 from .data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from .errors import CacheError, ConfigError, ReplayMismatch
 from .examples import Examples, lm_token_loss, score_examples
 from .models import LoadedModel, ModelSpec, load_model
-from .sampler import Progress, resolve_device, sample_chain
-from .trace import LossTrace, load_chain, save_chain
+from .sampler import Progress, resolve_device, run_chain, sample_chain
+from .scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
+                    out_of_memory_error)
+from .trace import ChainStack, ChainWriter, LossTrace, load_chain, open_chain, save_chain
 
 SCHEMA = 1
+MMAP_BYTES = int(os.environ.get("BIF_MMAP_BYTES", 1 << 30))  # open_run memory-maps traces larger than this
+log = logging.getLogger("bif")
 
 
 def _hash(obj) -> str:
@@ -67,7 +79,7 @@ class Run:
     dir: Path
     key: str
     request: dict
-    train_losses: np.ndarray  # (C, D, n, P)
+    train_losses: np.ndarray  # (C, D, n, P); a memory-mapped ChainStack for large runs (see open_run)
     train_mask: np.ndarray  # (n, P)
     train_init: np.ndarray
     train_texts: list[str]
@@ -117,8 +129,10 @@ class _Prepared:
 
 
 def _prepare(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
-             cache_root: Path, progress: Progress | None, device) -> _Prepared:
+             cache_root: Path, progress: Progress | None, device, scale: ScaleOptions | None = None) -> _Prepared:
+    scale = scale or ScaleOptions()
     loaded = load_model(model, cache_root, device=device, progress=progress)
+    apply_weights_dtype(loaded.model, scale)
     texts = load_texts(data.source)
     max_len = min(data.max_length, loaded.max_length)
     train_all = tokenize_texts(loaded.tokenizer, texts, max_len)
@@ -134,53 +148,163 @@ def _prepare(model: ModelSpec, data: DataSpec, queries: list[Query], config: Sam
     key_parts = {k: request[k] for k in ("schema", "fingerprints")}
     key_parts["sampling"] = config.sampling_key()
     key_parts["storage"] = [config.score_dtype, config.trace_dtype]
+    if scale.key():  # only non-default options, so existing runs keep their keys
+        key_parts["scale"] = scale.key()
+        request["scale"] = scale.key()
     return _Prepared(loaded, texts, train_all, scored, qex, how, _hash(key_parts), request)
 
 
 def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
-                cache_root: str | Path = "cache", progress: Progress | None = None) -> Run:
+                cache_root: str | Path = "cache", progress: Progress | None = None, *,
+                scale: ScaleOptions | None = None, dist: distributed.Dist | None = None) -> Run:
     """Compute the run (or open it if it is cached; resume it chain by chain if it was interrupted).
 
     A file lock makes concurrent callers of the same run compute it once. `progress` gets dicts with
     stage, chain, chains, step, steps, draw, draws, sampling_loss, fraction, eta_s; it may raise to cancel.
+    Chains are written to disk draw by draw (never held whole in memory). A memory estimate is logged (logger
+    "bif") before sampling starts, and a run that cannot fit stops with `bif.scale.OutOfMemory`.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments: chains are spread over
+    the processes and each draw's scoring is sharded (bif.distributed); the result is the same run.
+    `scale` (bif.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
     """
     cache_root = Path(cache_root)
+    scale = scale or ScaleOptions()
+    dist = dist or distributed.current()
     device = resolve_device(config.device)
-    prep = _prepare(model, data, queries, config, cache_root, progress, device)
+    prep = _prepare(model, data, queries, config, cache_root, progress, device, scale)
     run_dir = cache_root / "runs" / prep.key
     run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(run_dir / "lock")):
-        if (run_dir / "COMPLETE").exists():
-            return open_run(run_dir)
-        _write_inputs(run_dir, prep)
-        observed = {"train": prep.scored, "query": prep.queries}
-        lm = prep.loaded.model
-        names = list(observed)
-        for c in range(config.chains):
-            path = run_dir / f"chain_{c:03d}.safetensors"
-            if path.exists():
-                try:
-                    load_chain(path, names, config.draws, config.steps_per_chain)
-                    continue
-                except CacheError:
-                    path.unlink()  # a damaged chain is recomputed
-            chain = sample_chain(lm, lm_token_loss, prep.train_all, observed, config, c,
-                                 _overall(progress, c, config), device)
-            save_chain(path, chain, config.trace_dtype)
-        files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".safetensors"))
-        (run_dir / "COMPLETE").write_text(json.dumps({n: _sha(run_dir / n) for n in files}))
-    return open_run(run_dir)
+    with contextlib.ExitStack() as stack:
+        if dist.is_main:
+            stack.enter_context(FileLock(str(run_dir / "lock")))
+        dist.barrier()
+        if dist.all_ok((run_dir / "COMPLETE").exists()):
+            dist.barrier()
+            return open_run(run_dir, verify=dist.is_main)
+        plan = distributed.make_plan(config.chains, dist.world, scale.chain_groups)
+        _check_memory(prep, config, scale, dist, plan, device, run_dir)
+        if dist.is_main:
+            _write_inputs(run_dir, prep)
+        dist.barrier()
+        _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress)
+        dist.barrier()
+        if plan.group_size > 1:
+            _merge_chains(run_dir, prep, config, dist, plan, device)
+            dist.barrier()
+        if dist.is_main:
+            shutil.rmtree(run_dir / "parts", ignore_errors=True)
+            for stale in run_dir.glob("*.partial"):
+                stale.unlink()
+            files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".safetensors"))
+            (run_dir / "COMPLETE").write_text(json.dumps({n: _sha(run_dir / n) for n in files}))
+        dist.barrier()
+    return open_run(run_dir, verify=dist.is_main)  # the other ranks trust rank 0's checksums
 
 
-def _overall(progress: Progress | None, chain: int, config: SamplerConfig) -> Progress | None:
-    """Wrap a progress callback to add the whole run's fraction and ETA."""
+def _check_memory(prep: _Prepared, config: SamplerConfig, scale: ScaleOptions, dist: distributed.Dist,
+                  plan: distributed.Plan, device, run_dir: Path) -> None:
+    """Log the memory estimate of one process; OutOfMemory if it cannot fit (scale.check_memory)."""
+    rows = len(prep.scored) + len(prep.queries)
+    est = estimate_memory(prep.loaded.model, config, scale, n_train=len(prep.train_all), n_scored=len(prep.scored),
+                          n_query=len(prep.queries), seq_len=prep.train_all.positions + 1, device=device,
+                          processes_per_node=dist.local_world, rows_per_process=-(-rows // plan.group_size))
+    if dist.is_main:
+        log.info(est.describe())
+    if not scale.check_memory:
+        return
+    try:
+        check_fits(est, run_dir if dist.is_main else None)
+        refused = None
+    except OutOfMemory as e:
+        refused = e
+    if not dist.all_ok(refused is None):  # every rank stops, not only the one that does not fit
+        raise refused or OutOfMemory("Another process of this run does not fit in its memory; see its message.")
+
+
+def _chain_ok(path: Path, names: list[str], draws: int, steps: int) -> bool:
+    """A finished chain file with the expected shapes (read lazily: a large chain is not loaded)."""
+    try:
+        t = open_chain(path)
+    except CacheError:
+        return False
+    return all(f"losses.{k}" in t and t[f"losses.{k}"].shape[0] == draws for k in names) and \
+        "sampling_loss" in t and t["sampling_loss"].shape == (steps,)
+
+
+def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale: ScaleOptions,
+                   dist: distributed.Dist, plan: distributed.Plan, device, progress: Progress | None) -> None:
+    """This process's chains (all of them in a single process), streamed to chain files or shard files."""
+    observed = {"train": prep.scored, "query": prep.queries}
+    lm = prep.loaded.model
+    names = list(observed)
+    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
+    index, count = plan.shard(dist.rank)
+    batches = {k: distributed.shard_rows(ex, config.score_batch_size, index, count) for k, ex in observed.items()}
+    rows = {k: torch.cat(b) if b else torch.zeros(0, dtype=torch.long) for k, b in batches.items()}
+    mine = plan.chains_of(dist.rank)
+    for pos, c in enumerate(mine):
+        path = run_dir / f"chain_{c:03d}.safetensors"
+        if path.exists():
+            if _chain_ok(path, names, config.draws, config.steps_per_chain):
+                continue
+            path.unlink()  # a damaged chain is recomputed
+        if count > 1 and distributed.part_done(run_dir, c, index, count):
+            continue
+        if count == 1:
+            writer = ChainWriter(path, {k: (config.draws, len(ex), ex.positions) for k, ex in observed.items()},
+                                 config.steps_per_chain, config.trace_dtype)
+        else:
+            writer = distributed.part_writer(run_dir, c, index, count, rows, observed, config.draws,
+                                             config.steps_per_chain, config.trace_dtype)
+
+        def record(draw: int) -> None:
+            for k, ex in observed.items():
+                if count == 1:
+                    losses = score_examples(lm, lm_token_loss, ex, config.score_batch_size, device, autocast)
+                else:
+                    losses = distributed.score_batches(lm, lm_token_loss, ex, batches[k], device, autocast)
+                writer.write(k, draw, losses)
+
+        try:
+            sampling_loss, checksum, seconds = run_chain(
+                lm, lm_token_loss, prep.train_all, config, c, record,
+                _overall(progress, c, config, pos, len(mine)), device, scale)
+        except torch.cuda.OutOfMemoryError as e:
+            writer.discard()
+            raise out_of_memory_error(e, device) from e
+        except BaseException:
+            writer.discard()
+            raise
+        if count > 1:
+            writer.put("checksum", checksum)
+        writer.finish(sampling_loss, seconds)
+
+
+def _merge_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist: distributed.Dist,
+                  plan: distributed.Plan, device) -> None:
+    """Each group's first rank merges the shards of its chains into chain files."""
+    sizes = {"train": (len(prep.scored), prep.scored.positions), "query": (len(prep.queries), prep.queries.positions)}
+    tolerance = float(os.environ.get("BIF_REPLICA_TOLERANCE", 0.0 if torch.device(device).type == "cpu" else 1e-4))
+    for c in range(config.chains):
+        path = run_dir / f"chain_{c:03d}.safetensors"
+        if dist.rank == plan.leader(c) and not _chain_ok(path, list(sizes), config.draws, config.steps_per_chain):
+            distributed.merge_chain(run_dir, c, plan.group_size, sizes, config.draws, config.steps_per_chain,
+                                    config.trace_dtype, tolerance)
+
+
+def _overall(progress: Progress | None, chain: int, config: SamplerConfig, position: int | None = None,
+             count: int | None = None) -> Progress | None:
+    """Wrap a progress callback to add the whole run's fraction and ETA (of this process's `count` chains)."""
     if progress is None:
         return None
     S = config.steps_per_chain
+    position = chain if position is None else position
+    count = config.chains if count is None else count
 
     def report(ev: dict) -> None:
-        done = chain * S + ev["step"]
-        total = config.chains * S
+        done = position * S + ev["step"]
+        total = count * S
         rate = ev["elapsed_s"] / max(ev["step"], 1)
         progress({**ev, "chains": config.chains, "fraction": done / total, "eta_s": rate * (total - done)})
 
@@ -215,8 +339,13 @@ def _atomic_save(tensors: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def open_run(run_dir: str | Path, verify: bool = True) -> Run:
-    """Open a finished run; CacheError if it is incomplete or a file changed since it was written."""
+def open_run(run_dir: str | Path, verify: bool = True, mmap: bool | None = None) -> Run:
+    """Open a finished run; CacheError if it is incomplete or a file changed since it was written.
+
+    `mmap`: memory-map the training trace (`Run.train_losses` is then a ChainStack, read on demand) instead of
+    loading it; default: when the chain files exceed BIF_MMAP_BYTES (1 GiB). Use `bif.stream` for estimators
+    that make one pass over such a trace.
+    """
     run_dir = Path(run_dir)
     marker = run_dir / "COMPLETE"
     if not marker.exists():
@@ -234,17 +363,32 @@ def open_run(run_dir: str | Path, verify: bool = True) -> Run:
             raise CacheError(f"Run {run_dir.name} is corrupt: {bad} changed after it was written. "
                              "Delete it and compute it again.")
     config = SamplerConfig.from_dict(request["config"])
-    chains = [load_chain(run_dir / f"chain_{c:03d}.safetensors", ["train", "query"], config.draws,
-                         config.steps_per_chain) for c in range(config.chains)]
+    paths = [run_dir / f"chain_{c:03d}.safetensors" for c in range(config.chains)]
+    if mmap is None:
+        mmap = sum(p.stat().st_size for p in paths if p.exists()) > MMAP_BYTES
+    if mmap:
+        maps = []
+        for p in paths:
+            if not _chain_ok(p, ["train", "query"], config.draws, config.steps_per_chain):
+                raise CacheError(f"Stored chain {p.name} is missing or has the wrong shape. Delete and recompute.")
+            maps.append(open_chain(p))
+        train_losses = ChainStack([m["losses.train"] for m in maps])
+        query_losses = np.stack([np.asarray(m["losses.query"], dtype=np.float32) for m in maps])
+        sampling_loss = np.stack([np.asarray(m["sampling_loss"]) for m in maps])
+    else:
+        chains = [load_chain(p, ["train", "query"], config.draws, config.steps_per_chain) for p in paths]
+        train_losses = np.stack([c.losses["train"].numpy() for c in chains])
+        query_losses = np.stack([c.losses["query"].numpy() for c in chains])
+        sampling_loss = np.stack([c.sampling_loss.numpy() for c in chains])
     ex = load_file(str(run_dir / "examples.safetensors"))
     init = load_file(str(run_dir / "init.safetensors"))
     own = QuerySet(key="own", queries=[Query(**q) for q in request["queries"]],
-                   losses=np.stack([c.losses["query"].numpy() for c in chains]), mask=ex["query.mask"].numpy(),
+                   losses=query_losses, mask=ex["query.mask"].numpy(),
                    init=init["query"].numpy(), tokens=texts["query_tokens"])
     run = Run(dir=run_dir, key=run_dir.name, request=request,
-              train_losses=np.stack([c.losses["train"].numpy() for c in chains]), train_mask=ex["train.mask"].numpy(),
+              train_losses=train_losses, train_mask=ex["train.mask"].numpy(),
               train_init=init["train"].numpy(), train_texts=texts["train"], train_tokens=texts["train_tokens"],
-              train_ids=request["scored_ids"], sampling_loss=np.stack([c.sampling_loss.numpy() for c in chains]),
+              train_ids=request["scored_ids"], sampling_loss=sampling_loss,
               query_sets=[own])
     for qdir in sorted((run_dir / "queries").glob("*/COMPLETE")) if (run_dir / "queries").exists() else []:
         run.query_sets.append(_open_query_set(qdir.parent, config))
@@ -277,6 +421,8 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
     model = ModelSpec(**run.request["model"])
     device = resolve_device(config.device)
     loaded = load_model(model, cache_root, device=device, progress=progress)
+    scale = ScaleOptions(**run.request.get("scale", {}))
+    apply_weights_dtype(loaded.model, scale)
     if loaded.fingerprint != run.request["fingerprints"]["model"]:
         raise ReplayMismatch("The model files changed since this run was computed; replay cannot reproduce it. "
                              "Start a new run.")
@@ -298,7 +444,7 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
                 if path.exists():
                     continue
                 chain = sample_chain(loaded.model, lm_token_loss, train_all, {"query": qex}, config, c,
-                                     _overall(progress, c, config), device)
+                                     _overall(progress, c, config), device, scale)
                 stored = run.sampling_loss[c]
                 diff = np.abs(chain.sampling_loss.numpy() - stored) / np.maximum(np.abs(stored), 1e-12)
                 if not np.all(diff <= tolerance):
@@ -313,10 +459,10 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
 
 
 def find_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
-             cache_root: str | Path = "cache") -> Path | None:
+             cache_root: str | Path = "cache", scale: ScaleOptions | None = None) -> Path | None:
     """The directory of a finished run for exactly this request, without computing anything (loads the model)."""
     cache_root = Path(cache_root)
-    prep = _prepare(model, data, queries, config, cache_root, None, "cpu")
+    prep = _prepare(model, data, queries, config, cache_root, None, "cpu", scale)
     d = cache_root / "runs" / prep.key
     return d if (d / "COMPLETE").exists() else None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -19,6 +19,9 @@ from .config import SamplerConfig
 from .errors import ConfigError, DivergedError
 from .examples import Examples, LossFn, call_loss, score_examples
 from .trace import ChainTrace, LossTrace
+
+if TYPE_CHECKING:
+    from .scale import ScaleOptions
 
 Progress = Callable[[dict], None]
 
@@ -59,6 +62,8 @@ def sgld_step(params: list[torch.Tensor], grads: list[torch.Tensor], w_star: lis
     """
     eps = step_size
     for i, (p, g, p0) in enumerate(zip(params, grads, w_star)):
+        if p0.device != p.device:  # w* offloaded to the host
+            p0 = p0.to(p.device, non_blocking=True)
         drift = nbeta * g + gamma * (p - p0)
         if sq_avg is not None:  # RMSProp preconditioning of the likelihood gradient nβ·g
             sq_avg[i].mul_(rmsprop_alpha).addcmul_(g, g, value=(1 - rmsprop_alpha) * nbeta**2)
@@ -82,58 +87,79 @@ def _minibatches(n: int, batch_size: int, gen: torch.Generator):
             yield perm[start:start + batch_size]
 
 
-def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],
-                 config: SamplerConfig, chain: int, progress: Progress | None = None,
-                 device: torch.device | None = None) -> ChainTrace:
-    """Run chain `chain` from the model's current weights (w*) and restore them afterwards.
+def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: SamplerConfig, chain: int,
+              on_draw: Callable[[int], None], progress: Progress | None = None, device: torch.device | None = None,
+              scale: "ScaleOptions | None" = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The SGLD loop of chain `chain` from the model's current weights (w*), restored afterwards.
 
-    Returns per-position losses of every observed set at each kept draw, (D, n, P) each, and the sampling loss
-    at every SGLD step (S,). Raises DivergedError on NaN/Inf and whatever `progress` raises (e.g. Cancelled).
+    At each kept draw d the model holds the sampled weights and `on_draw(d)` is called (under no_grad) to record
+    whatever it wants. Returns (sampling loss at every step (S,), a checksum of the sampled weights at every
+    draw (D,) float64, seconds). The trajectory depends only on (config, chain, device, weights dtype): ranks
+    that share a chain replay it independently and compare checksums (bif.distributed).
+
+    `scale` (bif.scale.ScaleOptions) adds: float32 master copies when the model's weights are bfloat16,
+    w* kept on the CPU (`offload_w_star`), gradient checkpointing of the transformer blocks.
     """
-    device = device or resolve_device(config.device)
+    from .scale import ScaleOptions, checkpointing
+
+    scale = scale or ScaleOptions()
+    device = torch.device(device) if device is not None else resolve_device(config.device)
     named = select_parameters(model, config.param_patterns)
     params = [p for _, p in named]
-    w_star = [p.detach().clone() for p in params]
+    # w* in the weights' own dtype (exact), on the device or in (pinned) host memory
+    pin = scale.offload_w_star and device.type == "cuda"
+    w_star = [p.detach().to("cpu", copy=True).pin_memory() if pin else
+              p.detach().to("cpu", copy=True) if scale.offload_w_star else p.detach().clone() for p in params]
+    # low-precision weights move through float32 master copies (SGLD steps are far below bf16 resolution)
+    master = [p.detach().float().clone() if p.dtype != torch.float32 else p for p in params]
+    mixed = any(m is not p for m, p in zip(master, params))
     frozen = [p for p in model.parameters() if all(p is not q for q in params)]
     frozen_flags = [p.requires_grad for p in frozen]
     for p in frozen:
         p.requires_grad_(False)
     was_training = model.training
     model.eval()  # dropout off, gradients still on
-    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
     noise_seed, batch_seed = chain_seeds(config.seed, chain)
     noise_gen = torch.Generator(device=device).manual_seed(noise_seed)
     batch_gen = torch.Generator().manual_seed(batch_seed)
     batches = _minibatches(len(train), config.batch_size, batch_gen)
-    sq_avg = [torch.zeros_like(p) for p in params] if config.preconditioner == "rmsprop" else None
+    sq_avg = [torch.zeros_like(p) for p in master] if config.preconditioner == "rmsprop" else None
 
     D, S = config.draws, config.steps_per_chain
-    losses = {k: torch.zeros(D, len(ex), ex.positions, dtype=torch.float32) for k, ex in observed.items()}
     sampling_loss = torch.zeros(S, dtype=torch.float64)
+    checksum = torch.zeros(D, dtype=torch.float64)
     t0, draw = time.perf_counter(), 0
     try:
         for step in range(S):
             inputs, mask = train.batch(next(batches), device)
-            per_pos = call_loss(loss_fn, model, inputs, mask)[:, : mask.shape[1]]  # (B, P)
-            loss = (per_pos * mask).sum() / mask.sum().clamp(min=1)
-            if not torch.isfinite(loss):
-                raise DivergedError(
-                    f"Chain {chain} diverged at step {step} (sampling loss {loss.item()}). "
-                    f"Lower step_size (now {config.step_size:g}) or raise gamma (now {config.gamma:g}).")
-            grads = torch.autograd.grad(loss, params)
+            with checkpointing(model, scale.grad_checkpointing):
+                per_pos = call_loss(loss_fn, model, inputs, mask)[:, : mask.shape[1]]  # (B, P)
+                loss = (per_pos * mask).sum() / mask.sum().clamp(min=1)
+                if not torch.isfinite(loss):
+                    raise DivergedError(
+                        f"Chain {chain} diverged at step {step} (sampling loss {loss.item()}). "
+                        f"Lower step_size (now {config.step_size:g}) or raise gamma (now {config.gamma:g}).")
+                grads = torch.autograd.grad(loss, params)
             sampling_loss[step] = loss.item()
             with torch.no_grad():
-                sgld_step(params, list(grads), w_star, step_size=config.step_size, nbeta=config.nbeta,
+                grads = [g.float() for g in grads] if mixed else list(grads)
+                sgld_step(master, grads, w_star, step_size=config.step_size, nbeta=config.nbeta,
                           gamma=config.gamma, noise_scale=config.noise_scale, noise_gen=noise_gen, sq_avg=sq_avg,
                           rmsprop_alpha=config.rmsprop_alpha, rmsprop_eps=config.rmsprop_eps)
+                if mixed:
+                    for p, m in zip(params, master):
+                        if m is not p:
+                            p.copy_(m)
+            del grads, per_pos
             after = step + 1 - config.burn_in
             if after > 0 and after % config.steps_between == 0:
-                if not all(torch.isfinite(p).all() for p in params):
-                    raise DivergedError(f"Chain {chain} produced non-finite weights at step {step}. "
-                                        f"Lower step_size or raise gamma.")
-                for k, ex in observed.items():
-                    losses[k][draw] = score_examples(model, loss_fn, ex, config.score_batch_size, device,
-                                                     autocast).cpu()
+                with torch.no_grad():
+                    total = torch.stack([p.sum(dtype=torch.float64) for p in params]).sum()
+                    if not torch.isfinite(total):
+                        raise DivergedError(f"Chain {chain} produced non-finite weights at step {step}. "
+                                            f"Lower step_size or raise gamma.")
+                    checksum[draw] = total.item()
+                    on_draw(draw)
                 draw += 1
             if progress is not None and (step % 5 == 0 or step == S - 1):
                 elapsed = time.perf_counter() - t0
@@ -147,7 +173,29 @@ def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, obser
         for p, flag in zip(frozen, frozen_flags):
             p.requires_grad_(flag)
         model.train(was_training)
-    return ChainTrace(losses=losses, sampling_loss=sampling_loss, seconds=time.perf_counter() - t0)
+    return sampling_loss, checksum, time.perf_counter() - t0
+
+
+def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],
+                 config: SamplerConfig, chain: int, progress: Progress | None = None,
+                 device: torch.device | None = None, scale: "ScaleOptions | None" = None) -> ChainTrace:
+    """Run chain `chain` from the model's current weights (w*) and restore them afterwards.
+
+    Returns per-position losses of every observed set at each kept draw, (D, n, P) each, and the sampling loss
+    at every SGLD step (S,). Raises DivergedError on NaN/Inf and whatever `progress` raises (e.g. Cancelled).
+    Holds the whole chain in memory: `bif.runs.compute_run` streams it to disk instead (ChainWriter).
+    """
+    device = device or resolve_device(config.device)
+    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
+    D = config.draws
+    losses = {k: torch.zeros(D, len(ex), ex.positions, dtype=torch.float32) for k, ex in observed.items()}
+
+    def record(draw: int) -> None:
+        for k, ex in observed.items():
+            losses[k][draw] = score_examples(model, loss_fn, ex, config.score_batch_size, device, autocast).cpu()
+
+    sampling_loss, _, seconds = run_chain(model, loss_fn, train, config, chain, record, progress, device, scale)
+    return ChainTrace(losses=losses, sampling_loss=sampling_loss, seconds=seconds)
 
 
 def sample(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],

@@ -1,0 +1,142 @@
+"""Traces too large for memory: record them straight to disk, and score one query in one pass over the draws.
+
+`record` is `bif.sample` for big observed sets: each chain goes to a chain file draw by draw (`ChainWriter`)
+and comes back as a memory-mapped `ChainStack`; it resumes chain by chain. `samples` computes exactly what
+`bif.influence.samples` computes (−Cov and Corr with batch-means standard errors, p, BH q), reading each block
+of draws once and keeping only per-batch sums: memory O(K·n) for K ≈ C·√D batches, never O(C·D·n·P).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from .config import SamplerConfig
+from .errors import CacheError
+from .estimators import Scores, _batches, _with_fdr
+from .examples import Examples, LossFn, score_examples
+from .sampler import Progress, resolve_device, run_chain
+from .trace import ChainStack, ChainWriter, LossTrace, open_chain
+
+BLOCK_BYTES = 1 << 25  # bytes of stored losses read per block (32 MiB)
+
+
+def record(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],
+           config: SamplerConfig, directory: str | Path, progress: Progress | None = None, scale=None) -> LossTrace:
+    """Sample like `bif.sample`, writing every chain to `directory/chain_XXX.safetensors` as it is produced.
+
+    Finished chain files are reused (resume chain by chain). Returns a LossTrace whose losses are ChainStacks
+    (memory-mapped; masks and losses at w* in memory). Host memory: the model, the observed inputs and one draw
+    of losses; the trace grows on disk only.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    model.to(device)
+    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
+    (directory / "config.json").write_text(json.dumps(config.to_dict()))
+    for c in range(config.chains):
+        path = directory / f"chain_{c:03d}.safetensors"
+        if path.exists():
+            continue
+        writer = ChainWriter(path, {k: (config.draws, len(ex), ex.positions) for k, ex in observed.items()},
+                             config.steps_per_chain, config.trace_dtype)
+
+        def on_draw(draw: int) -> None:
+            for k, ex in observed.items():
+                writer.write(k, draw, score_examples(model, loss_fn, ex, config.score_batch_size, device, autocast))
+
+        try:
+            sampling_loss, _, seconds = run_chain(model, loss_fn, train, config, c, on_draw, progress, device, scale)
+        except BaseException:
+            writer.discard()
+            raise
+        writer.finish(sampling_loss, seconds)
+    init = {k: score_examples(model, loss_fn, ex, config.score_batch_size, device).cpu().numpy()
+            for k, ex in observed.items()}
+    return open_trace(directory, {k: ex.mask.numpy() for k, ex in observed.items()}, init)
+
+
+def open_trace(directory: str | Path, masks: dict[str, np.ndarray], init: dict[str, np.ndarray] | None = None,
+               ) -> LossTrace:
+    """The chain files of a directory as a LossTrace of memory-mapped ChainStacks."""
+    paths = sorted(Path(directory).glob("chain_*.safetensors"))
+    if not paths:
+        raise CacheError(f"No chain files in {directory}.")
+    maps = [open_chain(p) for p in paths]
+    return LossTrace(losses={k: ChainStack([m[f"losses.{k}"] for m in maps]) for k in masks},
+                     masks=masks, init=init or {}, sampling_loss=np.stack([np.asarray(m["sampling_loss"])
+                                                                           for m in maps]))
+
+
+def _query_series(trace: LossTrace, query: int, token: int | None, name: str) -> np.ndarray:
+    """(C, D) loss of the whole completion (token=None) or of one completion position."""
+    if token is None:
+        return trace.series(name, [query])[..., 0]
+    if not trace.masks[name][query, token]:
+        raise ValueError(f"position {token} of query {query} is not a completion token")
+    return np.asarray(trace.losses[name][:, :, query, token], dtype=np.float64)
+
+
+def covariance_with(trace: LossTrace, y: np.ndarray, name: str = "train", block_bytes: int = BLOCK_BYTES,
+                    fdr: float = 0.05) -> Scores:
+    """Scores of every row of observed set `name` (Σ_pos ℓ) against one series y (C, D), in one pass.
+
+    Equals `bif.estimators.covariance(trace.series(name), y[..., None])` squeezed to (n,), to float64 rounding.
+    """
+    losses, mask = trace.losses[name], trace.masks[name]
+    stack = losses if isinstance(losses, ChainStack) else ChainStack(list(losses))
+    C, D, n, _ = stack.shape
+    y = np.asarray(y, dtype=np.float64).reshape(C, D)
+    batch_of, K = _batches(C, D)
+    batch_of = batch_of.reshape(C, D)
+    y_ref = y[0, 0]
+    yv = y - y_ref  # shifts cancel in covariances; they keep the one-pass sums well conditioned
+    Sx, Sxy = np.zeros((K, n)), np.zeros((K, n))
+    Sy, Sy2, m = np.zeros(K), 0.0, np.zeros(K)
+    Sx2 = np.zeros(n)
+    x_ref = None
+    for c, d0, block in stack.chunks(block_bytes):
+        x = (block.astype(np.float64) * mask).sum(-1)  # (d, n)
+        if x_ref is None:
+            x_ref = x[0].copy()
+        x -= x_ref
+        d1 = d0 + len(x)
+        ys, ks = yv[c, d0:d1], batch_of[c, d0:d1]
+        for k in np.unique(ks):
+            sel = ks == k
+            Sx[k] += x[sel].sum(0)
+            Sxy[k] += ys[sel] @ x[sel]
+            Sy[k] += ys[sel].sum()
+            m[k] += sel.sum()
+        Sx2 += (x * x).sum(0)
+        Sy2 += float((ys * ys).sum())
+    N = C * D
+    xbar, ybar = Sx.sum(0) / N, Sy.sum() / N  # (n,), scalar
+    sums = (Sxy - ybar * Sx - np.outer(Sy, xbar) + m[:, None] * xbar * ybar) / m[:, None]  # (K, n) batch means
+    cov_mean = (Sxy.sum(0) - ybar * Sx.sum(0) - xbar * Sy.sum() + N * xbar * ybar) / N
+    sx = np.sqrt(np.maximum(Sx2 / N - xbar**2, 0.0))
+    sy = math.sqrt(max(Sy2 / N - ybar**2, 0.0))
+    cov_se = sums.std(0, ddof=1) / math.sqrt(K)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = sx * sy
+        corr = np.where(scale > 0, cov_mean / scale, 0.0)
+        corr_se = np.where(scale > 0, cov_se / scale, np.inf)
+        t = np.where(cov_se > 0, cov_mean / cov_se, 0.0)
+    p = 2 * stats.t.sf(np.abs(t), df=K - 1)
+    unbiased = N / (N - 1)
+    return _with_fdr(-cov_mean * unbiased, cov_se * unbiased, corr, corr_se, p, N, K, fdr)
+
+
+def samples(trace: LossTrace, query: int, token: int | None = None, train: str = "train",
+            queries: str = "query", block_bytes: int = BLOCK_BYTES) -> Scores:
+    """`bif.influence.samples` in one pass over the draws: influence of every training row on one query, (n,).
+
+    Then `scores.top(k)` gives the top-k; memory stays linear in the number of rows.
+    """
+    return covariance_with(trace, _query_series(trace, query, token, queries), train, block_bytes)

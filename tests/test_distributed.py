@@ -1,0 +1,129 @@
+"""Distributed runs: the plan, shards merged into one trace, resume per shard, and a real 2-process gloo run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bif
+from bif import distributed, runs
+from bif.distributed import Dist, ReplicaMismatch, make_plan
+from bif.errors import ConfigError
+from bif.trace import ChainWriter, open_chain
+
+QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
+
+
+def request(tiny_lm, tiny_corpus, **cfg):
+    return (bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(tiny_corpus), n_scored=None), [QUERY],
+            bif.preset("smoke", score_batch_size=8, **cfg))
+
+
+@pytest.mark.parametrize("chains,world,groups", [(4, 1, 1), (4, 2, 2), (2, 4, 2), (4, 8, 4), (4, 6, 2), (3, 2, 1),
+                                                 (4, 3, 1)])
+def test_plan_covers_every_chain_and_shard_once(chains, world, groups):
+    plan = make_plan(chains, world)
+    assert plan.groups == groups
+    work = sorted((c, plan.shard(r)) for r in range(world) for c in plan.chains_of(r))
+    expected = sorted((c, (i, plan.group_size)) for c in range(chains) for i in range(plan.group_size))
+    assert work == expected, "each (chain, shard) is computed by exactly one rank"
+    assert all(plan.group(plan.leader(c)) == c % plan.groups for c in range(chains))
+
+
+def test_plan_refuses_groups_that_do_not_divide_the_world():
+    with pytest.raises(ConfigError, match="must divide"):
+        make_plan(4, 6, groups=4)
+    assert make_plan(4, 6, groups=1).group_size == 6
+
+
+def test_shards_are_the_single_process_scoring_batches(tiny_lm, tiny_corpus):
+    loaded = bif.load_model(bif.ModelSpec(str(tiny_lm)))
+    ex = bif.tokenize_texts(loaded.tokenizer, bif.load_texts(str(tiny_corpus)), 64)
+    full = bif.score_examples(loaded.model, bif.lm_token_loss, ex, 8)
+    shards = [distributed.shard_rows(ex, 8, i, 3) for i in range(3)]
+    rows = torch.cat([torch.cat(s) for s in shards])
+    assert sorted(rows.tolist()) == list(range(len(ex)))
+    for s in shards:
+        got = distributed.score_batches(loaded.model, bif.lm_token_loss, ex, s, torch.device("cpu"))
+        torch.testing.assert_close(got, full[torch.cat(s)], rtol=0, atol=0)  # bitwise: the same batches
+
+
+def _prepared(tiny_lm, tiny_corpus, cache, **cfg):
+    model, data, queries, cfg = request(tiny_lm, tiny_corpus, **cfg)
+    prep = runs._prepare(model, data, queries, cfg, Path(cache), None, torch.device("cpu"))
+    run_dir = Path(cache) / "runs" / prep.key
+    run_dir.mkdir(parents=True)
+    runs._write_inputs(run_dir, prep)
+    return prep, cfg, run_dir
+
+
+@pytest.mark.parametrize("trace_dtype", ["float32", "float16"])
+def test_shards_of_two_ranks_merge_into_the_single_process_trace_and_resume_per_shard(tiny_lm, tiny_corpus,
+                                                                                     tmp_path, trace_dtype):
+    """Both ranks of one group, simulated one after the other in this process (they never communicate)."""
+    prep, cfg, run_dir = _prepared(tiny_lm, tiny_corpus, tmp_path / "dist", trace_dtype=trace_dtype)
+    plan = make_plan(cfg.chains, 2, groups=1)
+    events = []
+    runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
+                        events.append)
+    parts = sorted(p.name for p in (run_dir / "parts").iterdir())
+    assert parts == ["chain_000.shard-0-of-2.safetensors", "chain_001.shard-0-of-2.safetensors"]
+    events.clear()
+    runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
+                        events.append)
+    assert events == [], "finished shards are not recomputed"
+    runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=1, world=2), plan, "cpu", None)
+    runs._merge_chains(run_dir, prep, cfg, Dist(rank=0, world=2), plan, "cpu")
+    assert not list((run_dir / "parts").iterdir()), "shards are removed once merged"
+    single = bif.compute_run(*request(tiny_lm, tiny_corpus, trace_dtype=trace_dtype), cache_root=tmp_path / "single")
+    assert single.key == run_dir.name
+    for c in range(cfg.chains):
+        a = open_chain(run_dir / f"chain_{c:03d}.safetensors")
+        b = open_chain(single.dir / f"chain_{c:03d}.safetensors")
+        for k in ("losses.train", "losses.query", "sampling_loss"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_shards_from_different_trajectories_are_refused(tiny_lm, tiny_corpus, tmp_path):
+    prep, cfg, run_dir = _prepared(tiny_lm, tiny_corpus, tmp_path)
+    plan = make_plan(cfg.chains, 2, groups=1)
+    for rank in (0, 1):
+        runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=rank, world=2), plan, "cpu",
+                            None)
+    path = distributed.part_path(run_dir, 0, 1, 2)
+    t = {k: np.array(v) for k, v in open_chain(path).items()}
+    t["checksum"][3] *= 1.001  # as if rank 1 had drifted off rank 0's trajectory
+    w = ChainWriter(path, {"train": t["losses.train"].shape, "query": t["losses.query"].shape},
+                    len(t["sampling_loss"]), cfg.trace_dtype,
+                    {k: (t[k].shape, t[k].dtype) for k in ("rows.train", "rows.query", "checksum")})
+    for k in ("train", "query"):
+        w.write_block(k, 0, t[f"losses.{k}"])
+    for k in ("rows.train", "rows.query", "checksum"):
+        w.put(k, t[k])
+    w.finish(t["sampling_loss"], 0.0)
+    with pytest.raises(ReplicaMismatch, match="weight checksum"):
+        runs._merge_chains(run_dir, prep, cfg, Dist(rank=0, world=2), plan, "cpu")
+
+
+def test_torchrun_two_processes_give_the_single_process_trace(tiny_lm, tiny_corpus, tmp_path):
+    """A real `torchrun --nproc-per-node 2 -m bif run` (gloo): both chains sharded over both processes."""
+    model, data, queries, cfg = request(tiny_lm, tiny_corpus)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bif",
+           "--cache", str(tmp_path / "dist"), "run", "--model", str(tiny_lm), "--data", str(tiny_corpus),
+           "--n-scored", "0", "--prompt", QUERY.prompt, "--completion", QUERY.completion, "--preset", "smoke",
+           "--set", "score_batch_size=8", "--chain-groups", "1", "-k", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "distributed: 2 processes (gloo)" in out.stdout and "memory estimate" in out.stderr
+    single = bif.compute_run(model, data, queries, cfg, cache_root=tmp_path / "single")
+    dist = bif.open_run(tmp_path / "dist" / "runs" / single.key)
+    np.testing.assert_allclose(dist.train_losses, single.train_losses, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(dist.query_sets[0].losses, single.query_sets[0].losses, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(dist.sampling_loss, single.sampling_loss)
+    assert not (dist.dir / "parts").exists()
