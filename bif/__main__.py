@@ -14,11 +14,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def _bar():
+    """(bar, progress callback): a tqdm bar created on the first event, so nothing is drawn if none comes."""
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, unit="‰", bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}")
+    holder = {}
 
     def progress(ev: dict) -> None:
+        if "bar" not in holder:
+            holder["bar"] = tqdm(total=1000, unit="‰",
+                                 bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
+                                 file=sys.stdout if os.environ.get("BIF_PROGRESS_STDOUT") else sys.stderr)
+        bar = holder["bar"]
         if ev.get("stage") == "sample":
             bar.set_description(f"chain {ev['chain'] + 1}/{ev.get('chains', '?')} draw {ev['draw']}/{ev['draws']}")
             bar.set_postfix_str(f"loss {ev['sampling_loss']:.3f} eta {ev.get('eta_s', 0):.0f}s")
@@ -30,7 +36,12 @@ def _bar():
                 bar.set_postfix_str(f"loss {ev.get('loss', float('nan')):.3f}")
         bar.refresh()
 
-    return bar, progress
+    def close() -> None:
+        if "bar" in holder:
+            holder["bar"].n = holder["bar"].total
+            holder["bar"].close()
+
+    return close, progress
 
 
 def _config(args):
@@ -51,41 +62,84 @@ def _config(args):
 def cmd_demo(args) -> None:
     from .builtin import build_demo_model
 
-    bar, progress = _bar()
+    close, progress = _bar()
     path = build_demo_model(args.cache, seed=args.seed, progress=progress)
-    bar.close()
+    close()
     print(path)
 
 
-def cmd_run(args) -> None:
-    from .data import DataSpec, Query
-    from .models import ModelSpec, generate_completion, load_model
+def cmd_run(args) -> int | None:
+    from .data import DataSpec, Query, load_texts, tokenize_queries
     from .distributed import cli_setup
+    from .models import ModelSpec, generate_completion, load_model
     from .runs import compute_run
 
-    dist, scale, say = cli_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
     model = ModelSpec(args.model, trust_remote_code=args.trust_remote_code)
-    completion = args.completion
-    if completion is None:
-        loaded = load_model(model, args.cache)
-        completion = generate_completion(loaded, args.prompt, args.max_new_tokens, greedy=args.seed_gen is None,
-                                         seed=args.seed_gen or 0)
-        say(f"generated completion: {completion!r}")
     data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
     config = _config(args)
-    if args.last_blocks:
-        from .models import last_blocks
-        config = config.replace(param_patterns=last_blocks(load_model(model, args.cache).model, args.last_blocks))
-        say(f"approximation: sampling only {', '.join(config.param_patterns)}")
-    bar, progress = _bar() if dist.is_main else (None, None)
-    run = compute_run(model, data, [Query(args.prompt, completion)], config, args.cache, progress,
+    procs = _procs(args, config)
+    parent = procs > 1 and "WORLD_SIZE" not in os.environ
+    if parent or "WORLD_SIZE" not in os.environ:  # check the inputs once, before any process starts sampling
+        close, progress = _bar()
+        loaded = load_model(model, args.cache, progress=progress)  # builds the demo model on first use
+        close()
+        if args.completion is None:
+            args.completion = generate_completion(loaded, args.prompt, args.max_new_tokens,
+                                                  greedy=args.seed_gen is None, seed=args.seed_gen or 0)
+            print(f"generated completion: {args.completion!r}")
+        load_texts(data.source)
+        tokenize_queries(loaded.tokenizer, [Query(args.prompt, args.completion)], loaded.max_length)
+        if args.last_blocks:
+            from .models import last_blocks
+            config = config.replace(param_patterns=last_blocks(loaded.model, args.last_blocks))
+            print(f"approximation: sampling only {', '.join(config.param_patterns)}")
+            args.set = [*(args.set or []), "param_patterns=" + ",".join(config.param_patterns)]
+    if parent:
+        return _relaunch(args, procs)
+    dist, scale, say = cli_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
+    close, progress = _bar() if dist.is_main else (None, None)
+    run = compute_run(model, data, [Query(args.prompt, args.completion)], config, args.cache, progress,
                       scale=scale, dist=dist)
     if not dist.is_main:
-        return
-    bar.n = 1000
-    bar.close()
+        return None
+    close()
     print(f"run {run.key} in {run.dir}")
     _print_top(run, 0, None, args.k)
+    return None
+
+
+def _relaunch(args, procs: int) -> int:
+    """Run this `run` command as `procs` processes with torchrun; print our messages, not torchrun's noise."""
+    import subprocess
+
+    argv = list(sys.argv[1:])
+    if "--completion" not in argv:
+        argv += ["--completion", args.completion]
+    if args.last_blocks:  # the parent resolved the blocks into patterns
+        argv += ["--last-blocks", "0", "--set", args.set[-1]]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs)), "BIF_PROGRESS_STDOUT": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
+           "-m", "bif", *argv]
+    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    if proc.returncode == 0:
+        return 0
+    errors = [e.strip() for e in proc.stderr.split("error: ")[1:]]  # ranks may write on the same line at once
+    if errors:
+        print(f"error: {errors[0].splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(proc.stderr[-4000:], file=sys.stderr)
+    return 1
+
+
+def _procs(args, config) -> int:
+    """--procs: 'auto' = on CPU one process per core up to the number of chains (at most 4); on a GPU, 1."""
+    if args.procs != "auto":
+        return max(1, int(args.procs))
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(config.chains, os.cpu_count() or 1, 4))
 
 
 def _print_top(run, query: int, token: int | None, k: int) -> None:
@@ -194,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting, e.g. draws=200")
     r.add_argument("--last-blocks", type=int, help="sample only the last K transformer blocks (an approximation)")
     r.add_argument("-k", type=int, default=5)
+    r.add_argument("--procs", default="auto", help="processes sharing the run (chains are spread over them); "
+                   "'auto' = one per CPU core up to the number of chains, 1 on a GPU")
     from .distributed import add_cli_arguments
     add_cli_arguments(r)
     r.set_defaults(fn=cmd_run)
@@ -225,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import BIFError
 
     try:
-        args.fn(args)
+        rc = args.fn(args)
+        if rc:
+            return rc
     except BIFError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -93,12 +93,49 @@ def start_job(request: dict, cache_root: str | Path) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    procs = request.get("procs") or default_procs(request)
+    cmd = [sys.executable, "-m", "bif.jobs", str(d.resolve())]
+    if procs > 1:  # chains spread over processes (bif.distributed); torchrun stops them all if one fails
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", *cmd[1:]]
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
     with open(d / "log.txt", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bif.jobs", str(d.resolve())], stdout=log,
+        proc = subprocess.Popen(cmd, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                 cwd=root)
     _write_json(d / "launcher.json", {"pid": proc.pid, "pid_start": _start_time(proc.pid)})
     return job_id
+
+
+def _merged_progress(d: Path) -> dict:
+    """progress.json of rank 0, with the other ranks' chains (progress.rank*.json) merged into it.
+
+    Each rank reports the fraction of its own chains; the job's fraction is their mean, its ETA their maximum.
+    """
+    main = _read_json(d / "progress.json") or {}
+    others = [p for p in (_read_json(f) for f in sorted(d.glob("progress.rank*.json"))) if p]
+    if not others or not main:
+        return main
+    ranks = [main, *others]
+    merged = {**main, "history": {k: v for p in ranks for k, v in (p.get("history") or {}).items()}}
+    if all("fraction" in p for p in ranks):
+        merged["fraction"] = sum(p["fraction"] for p in ranks) / len(ranks)
+    if all("eta_s" in p for p in ranks):
+        merged["eta_s"] = max(p["eta_s"] for p in ranks)
+    return merged
+
+
+def default_procs(request: dict) -> int:
+    """Worker processes for a job: on CPU one per core up to the number of chains (at most 4); else 1.
+
+    Chains are independent, so on a 2-core machine two single-threaded processes nearly halve the wall time.
+    A replay (new query on a cached run) runs in one process.
+    """
+    import torch
+
+    if request.get("kind") != "run" or torch.cuda.is_available():
+        return 1
+    chains = int(request.get("config", {}).get("chains", 1))
+    return max(1, min(chains, os.cpu_count() or 1, 4))
 
 
 def job_status(job_id: str, cache_root: str | Path) -> dict:
@@ -124,7 +161,7 @@ def job_status(job_id: str, cache_root: str | Path) -> dict:
             state = "cancelled" if cancelled else "failed"
             message = "Cancelled." if cancelled else DIED.format(log=d / "log.txt")
             _write_json(d / "status.json", {**status, "state": state, "message": message, "finished": time.time()})
-    return {"id": job_id, "state": state, "message": message, "progress": _read_json(d / "progress.json") or {},
+    return {"id": job_id, "state": state, "message": message, "progress": _merged_progress(d),
             "request": _read_json(d / "request.json"), "result": status.get("result"),
             "created": status.get("created"), "finished": status.get("finished"), "log": str(d / "log.txt")}
 
@@ -178,8 +215,9 @@ def _alive(pid: int, start: str | None = None) -> bool:
 class ProgressWriter:
     """The progress callback of a job: writes progress.json at most every WRITE_EVERY_S and checks for cancel."""
 
-    def __init__(self, d: Path):
+    def __init__(self, d: Path, name: str = "progress.json"):
         self.dir = d
+        self.name = name
         self.history: dict[int, list] = {}
         self.last_write = 0.0
         self.state: dict = {}
@@ -201,12 +239,35 @@ class ProgressWriter:
 
     def flush(self) -> None:
         self.last_write = time.time()
-        _write_json(self.dir / "progress.json", self.state)
+        _write_json(self.dir / self.name, self.state)
+
+
+def _follower(d: Path) -> str:
+    """A rank > 0 of a multi-process job: computes its share, reports its chains' progress, honours cancel.
+
+    The job's status is rank 0's to write."""
+    from . import runs
+    from .config import SamplerConfig
+    from .data import DataSpec, Query
+    from .models import ModelSpec
+
+    progress = ProgressWriter(d, f"progress.rank{os.environ['RANK']}.json")  # also raises on cancel
+    req = json.loads((d / "request.json").read_text())
+    try:
+        runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), [Query(**q) for q in req["queries"]],
+                         SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
+        progress.state.update(fraction=1.0, eta_s=0.0)
+        progress.flush()
+    except Cancelled:
+        return "cancelled"
+    return "done"
 
 
 def run_job(d: str | Path) -> str:
     """Execute the job in directory d (in this process). Returns the final state; never raises."""
     d = Path(d)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return _follower(d)
     status = _read_json(d / "status.json") or {}
     status.update(state="running", pid=os.getpid(), pid_start=_start_time(os.getpid()), started=time.time())
     _write_json(d / "status.json", status)

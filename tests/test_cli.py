@@ -17,7 +17,8 @@ def cli(*args, cache):
 
 def test_run_top_export_delete(tiny_lm, tiny_corpus, tmp_path):
     r = cli("run", "--model", str(tiny_lm), "--data", str(tiny_corpus), "--n-scored", "0", "--prompt", PROMPT,
-            "--completion", " 7", "--preset", "smoke", "--set", "draws=12", "-k", "2", cache=tmp_path)
+            "--completion", " 7", "--preset", "smoke", "--set", "draws=12", "-k", "2", "--procs", "1",
+            cache=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "most supporting" in r.stdout and "most opposing" in r.stdout and "±" in r.stdout
     key = r.stdout.split("run ", 1)[1].split()[0]
@@ -39,3 +40,16 @@ def test_user_errors_print_a_message_not_a_traceback(tmp_path):
     r = cli("run", "--model", str(tmp_path), "--prompt", "hi", "--completion", " x", "--set", "gamma=0",
             cache=tmp_path)
     assert r.returncode == 2 and "gamma" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_two_processes_give_the_same_run_and_clean_errors(tiny_lm, tiny_corpus, tmp_path):
+    args = ("run", "--model", str(tiny_lm), "--data", str(tiny_corpus), "--n-scored", "0", "--prompt", PROMPT,
+            "--completion", " 7", "--preset", "smoke", "-k", "2")
+    one = cli(*args, "--procs", "1", cache=tmp_path / "one")
+    two = cli(*args, "--procs", "2", cache=tmp_path / "two")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert "distributed: 2 processes" in two.stdout
+    tops = [r.stdout[r.stdout.index("most supporting"):] for r in (one, two)]
+    assert tops[0] == tops[1], "the same scores whatever the number of processes"
+    bad = cli(*args, "--procs", "2", "--set", "nbeta=1e8", "--set", "step_size=0.01", cache=tmp_path / "bad")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: Chain") and "Traceback" not in bad.stderr
