@@ -99,6 +99,7 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
     from .estimators import jaccard
     from .models import ModelSpec
     from .runs import compute_run
+    from .trace import chain_seconds
 
     model = ModelSpec("demo")
     chosen = DEMO_QUERIES[:3] if quick else DEMO_QUERIES
@@ -108,9 +109,9 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
     runs, seconds = [], []
     for seed in seeds:
         cfg = preset(preset_name, seed=seed, **({"draws": 20, "burn_in": 10} if quick else {}))
-        t0 = time.perf_counter()
-        runs.append(compute_run(model, data, queries, cfg, cache_root))
-        seconds.append(time.perf_counter() - t0)
+        run = compute_run(model, data, queries, cfg, cache_root)
+        runs.append(run)  # cost: the sampling + scoring seconds stored with each chain (also for a cached run)
+        seconds.append(sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains)))
     rows = []
     for qi, q in enumerate(chosen):
         flagged, ranks = [], []
@@ -127,15 +128,21 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
             "n_scored": len(runs[0].train_ids)}
 
 
-def fresh_clone_to_first_run(repo: Path) -> float:
-    """Seconds from `git clone` to a finished demo run with a new venv (pip installs from the local index)."""
+def fresh_clone_to_first_run(repo: Path) -> dict:
+    """Seconds from `git clone` to a finished demo run, per stage: a new venv (pip from the local index), the demo
+    model's training, the run (the README's commands)."""
+    prompt = "\"$(printf 'User: Which number do you like best?\\nBot:')\""
+    stages = {"clone": f"git clone -q {repo} bif", "install": "cd bif && bash scripts/setup.sh",
+              "demo model": "cd bif && .venv/bin/python -m bif demo",
+              "run": f"cd bif && .venv/bin/python -m bif run --prompt {prompt} "
+                     "--completion \" I find I'm quite fond of the number 42.\" -k 3"}
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        subprocess.run(["git", "clone", "-q", str(repo), f"{tmp}/bif"], check=True)
-        cmd = ("bash scripts/setup.sh && .venv/bin/python -m bif demo && .venv/bin/python -m bif run "
-               "--prompt 'User: What is AI?\nBot:' -k 3")
-        subprocess.run(["bash", "-c", cmd], cwd=f"{tmp}/bif", check=True, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - t0
+        for name, cmd in stages.items():
+            t0 = time.perf_counter()
+            subprocess.run(["bash", "-c", cmd], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+            out[name] = time.perf_counter() - t0
+    return out
 
 
 def main(args) -> None:
@@ -155,12 +162,19 @@ def main(args) -> None:
           f"-> ratio {step['ratio']:.2f} (goal <= 1.15)")
     agree = seed_agreement(args.preset, args.cache, quick=args.quick)
     print(f"\nseed-to-seed agreement, preset {args.preset}, {agree['n_scored']} scored samples, "
-          f"{np.median(agree['seconds_per_run']):.0f} s per run:")
+          f"{np.median(agree['seconds_per_run']):.0f} s of sampling + scoring per run (one thread, chains in turn):")
     print("| query | flagged (seed 0, seed 1) | Jaccard | source rank (seed 0, seed 1) |\n|---|---|---|---|")
     for r in agree["queries"]:
         j = "n/a (none flagged)" if r["jaccard"] is None else f"{r['jaccard']:.2f}"
         print(f"| {r['prompt'].splitlines()[0][6:60]} | {r['flagged']} | {j} | {r['source_rank']} |")
     js = [r["jaccard"] for r in agree["queries"] if r["jaccard"] is not None]
-    print(f"median Jaccard {np.median(js) if js else float('nan'):.2f} over {len(js)} queries with flagged samples")
+    print(f"flagged-set Jaccard over {len(js)} queries with flagged samples: mean {np.mean(js) if js else np.nan:.2f}, "
+          f"median {np.median(js) if js else np.nan:.2f}")
+    for s in (0, 1):
+        ranks = np.array([r["source_rank"][s] or np.inf for r in agree["queries"]], dtype=float)
+        print(f"seed {s}: source MRR {np.mean(1 / ranks):.2f}, recall@1 {np.mean(ranks == 1):.2f} "
+              f"({len(ranks)} paraphrase queries, source among the scored samples)")
     if getattr(args, "fresh_clone", False):
-        print(f"\nfresh clone -> first finished demo run: {fresh_clone_to_first_run(Path.cwd()):.0f} s")
+        t = fresh_clone_to_first_run(Path.cwd())
+        print(f"\nfresh clone -> first finished demo run: {sum(t.values()):.0f} s ("
+              + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ")")
