@@ -128,6 +128,46 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
             "n_scored": len(runs[0].train_ids)}
 
 
+SCAN = ({"step_size": 1e-4}, {"step_size": 3e-4}, {"step_size": 1e-4, "steps_between": 4}, {"step_size": 3e-4, "gamma": 10000.0})
+
+
+def mixing_scan(base: str, cache_root: str, n_scored: int = 64) -> list[dict]:
+    """How settings change mixing and the known sources' z-scores at 4 chains x 100 draws (one seed each).
+
+    All 12 demo paraphrase queries in one run; the scored set is n_scored random samples plus each query's 8
+    nearest by word overlap (so every source is scored). Reports ESS per draw, lag-1 autocorrelation, the mean
+    sampling loss over kept draws, the median z-score (corr / SE) of the sources, their MRR, and the cost.
+    """
+    from . import influence
+    from .builtin import DEMO_QUERIES
+    from .config import preset
+    from .data import DataSpec, Query
+    from .diagnostics import diagnose
+    from .models import ModelSpec
+    from .runs import compute_run
+    from .trace import chain_seconds
+
+    queries = [Query(q["prompt"], q["completion"]) for q in DEMO_QUERIES]
+    rows = []
+    for over in SCAN:
+        cfg = preset(base, **over)
+        run = compute_run(ModelSpec("demo"), DataSpec("demo", n_scored=n_scored), queries, cfg, cache_root)
+        trace, _ = run.trace(0)
+        d = diagnose(trace, cfg.nbeta, cfg.burn_in)
+        zs, ranks = [], []
+        for qi, q in enumerate(DEMO_QUERIES):
+            trace, row = run.trace(qi)
+            s = influence.samples(trace, row)
+            i = run.train_ids.index(q["source"])
+            zs.append(s.corr[i] / s.corr_se[i])
+            ranks.append(int((s.corr > s.corr[i]).sum()) + 1)
+        rows.append({"change": over or "none", "n_scored": len(run.train_ids), "verdict": d.verdict,
+                     "kept_loss": d.kept_loss, "init_loss": d.init_loss, "ess_per_draw": d.ess_per_draw,
+                     "lag1": d.lag1_median, "median_z": float(np.median(zs)), "mrr": float(np.mean(1 / np.array(ranks))),
+                     "seconds": sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains))})
+    return rows
+
+
 def fresh_clone_to_first_run(repo: Path) -> dict:
     """Seconds from `git clone` to a finished demo run, per stage: a new venv (pip from the local index), the demo
     model's training, the run (the README's commands)."""
@@ -152,6 +192,15 @@ def main(args) -> None:
 
     torch.set_num_threads(1)
     print(f"# bif bench (preset {args.preset}; torch threads 1; {time.strftime('%Y-%m-%d %H:%M')})\n")
+    if getattr(args, "scan", False):
+        print(f"mixing scan around {args.preset} (4 chains x 100 draws; 12 paraphrase queries in one run):")
+        print("| change | scored | verdict | loss w* -> kept | ESS/draw | lag-1 | median source z | source MRR | "
+              "cost (s) |\n|---|---|---|---|---|---|---|---|---|")
+        for r in mixing_scan(args.preset, args.cache):
+            print(f"| {r['change']} | {r['n_scored']} | {r['verdict']} | {r['init_loss']:.2f} -> {r['kept_loss']:.2f} | "
+                  f"{r['ess_per_draw']:.2f} | {r['lag1']:.2f} | {r['median_z']:.1f} | {r['mrr']:.2f} | "
+                  f"{r['seconds']:.0f} |")
+        return
     loaded = load_model(ModelSpec("demo"), args.cache)
     ex = tokenize_texts(loaded.tokenizer, demo_texts()[:256], 64)
     fwd = scoring_vs_forward(loaded.model, ex, 64, repeats=3 if args.quick else 7)
