@@ -1,7 +1,7 @@
 """BIF Explorer: which training samples made a language model produce a completion, token by token.
 
 Start with `streamlit run app.py`. The entry point routes between the pages and draws the shared sidebar;
-the pages live in pages/, the logic in bif/. BIF_CACHE (default ./cache) is where runs and jobs are kept.
+the pages live in views/ (not pages/: that name switches on Streamlit's legacy multipage mode), the logic in bif/. BIF_CACHE (default ./cache) is where runs and jobs are kept.
 """
 
 import os
@@ -11,16 +11,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import streamlit as st  # noqa: E402
 
-from pages import common  # noqa: E402
+from views import common  # noqa: E402
 
 st.set_page_config(page_title="BIF Explorer", page_icon=":material/search:", layout="wide")
 
 # Pages in menu order. A results/evidence page slots in here as one more st.Page.
 PAGES = [
-    st.Page("pages/run.py", title="Run", icon=":material/play_circle:", default=True),
-    st.Page("pages/influence.py", title="Influence", icon=":material/target:"),
-    st.Page("pages/diagnostics.py", title="Diagnostics", icon=":material/monitor_heart:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
+    st.Page("views/run.py", title="Run", icon=":material/play_circle:", default=True),
+    st.Page("views/influence.py", title="Influence", icon=":material/target:"),
+    st.Page("views/diagnostics.py", title="Diagnostics", icon=":material/monitor_heart:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/folder_open:"),
+    st.Page("views/evidence.py", title="Evidence", icon=":material/science:"),
 ]
 
 common.view()  # read the URL into the view on the session's first run

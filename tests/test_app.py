@@ -54,7 +54,7 @@ def charts(at) -> list[dict]:
 
 
 def test_every_page_without_a_run_says_what_to_do():
-    for page in ("pages/run.py", "pages/influence.py", "pages/diagnostics.py", "pages/runs.py"):
+    for page in ("views/run.py", "views/influence.py", "views/diagnostics.py", "views/runs.py"):
         at = app(None, page)
         assert at.title and at.expander[0].label == "What am I looking at?"
         assert not at.error
@@ -62,7 +62,7 @@ def test_every_page_without_a_run_says_what_to_do():
 
 def test_influence_page_shows_completion_rankings_and_heatmap(tiny_run):
     cache, run = tiny_run
-    at = app(cache, "pages/influence.py", run=run.key)
+    at = app(cache, "views/influence.py", run=run.key)
     body = html(at)
     assert 'class="bif-tok' in body and "blue: makes" in body and "support" in body
     assert "title=" in body and "± " in body  # hover text with score ± SE on tokens
@@ -76,7 +76,7 @@ def test_influence_page_shows_completion_rankings_and_heatmap(tiny_run):
 
 def test_clicking_a_token_and_a_sample_changes_the_views(tiny_run):
     cache, run = tiny_run
-    at = app(cache, "pages/influence.py", run=run.key)
+    at = app(cache, "views/influence.py", run=run.key)
     before_cards = html(at)
     pills = at.pills[0]
     token = pills.options and at.pills[0].proto.options
@@ -100,7 +100,7 @@ def test_shared_url_reopens_the_same_view(tiny_run):
     cache, run = tiny_run
     position = int(run.trace(0)[0].masks["query"][0].nonzero()[0][0])
     sid = run.train_ids[3]
-    at = app(cache, "pages/influence.py", run=run.key, q=0, token=position, sample=sid)
+    at = app(cache, "views/influence.py", run=run.key, q=0, token=position, sample=sid)
     assert at.pills[0].value == position
     assert f"Training sample #{sid}" in charts(at)[0]["layout"]["title"]["text"]
     assert at.query_params == {"run": run.key, "q": "0", "token": str(position), "sample": str(sid)}
@@ -109,7 +109,7 @@ def test_shared_url_reopens_the_same_view(tiny_run):
 def test_training_text_is_escaped(xss_run):
     root, run = xss_run
     sid = run.train_ids[-1]
-    at = app(root, "pages/influence.py", run=run.key, sample=sid)
+    at = app(root, "views/influence.py", run=run.key, sample=sid)
     body = html(at)
     assert "<script" not in body and "<img" not in body
     shown = htmllib.unescape(re.sub(r"<[^>]+>", "", body.split("</style>")[-1]))
@@ -118,13 +118,13 @@ def test_training_text_is_escaped(xss_run):
 
 
 def test_unknown_run_is_a_message_not_a_traceback(tiny_run):
-    at = app(tiny_run[0], "pages/influence.py", run="nope")
+    at = app(tiny_run[0], "views/influence.py", run="nope")
     assert "not in the cache" in at.error[0].value
 
 
 def test_diagnostics_page(tiny_run):
     cache, run = tiny_run
-    at = app(cache, "pages/diagnostics.py", run=run.key)
+    at = app(cache, "views/diagnostics.py", run=run.key)
     assert len(at.metric) == 8 and all(m.proto.help for m in at.metric)
     trace = charts(at)[0]
     assert len(trace["data"]) == run.config.chains
@@ -135,11 +135,11 @@ def test_runs_page_lists_opens_and_deletes(tiny_run, tmp_path):
     cache, run = tiny_run
     root = tmp_path / "cache"
     shutil.copytree(cache, root)
-    at = app(root, "pages/runs.py")
+    at = app(root, "views/runs.py")
     assert at.dataframe[0].value["run"].tolist() == [run.key]
     at.button(key="runs-open").click().run()
     assert at.title[0].value.startswith("Which training data")
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("views/runs.py").run()
     at.button(key="runs-delete").click().run()
     assert not at.exception and not (root / "runs" / run.key).exists()
     assert "None yet" in "".join(c.value for c in at.sidebar.caption)
@@ -242,7 +242,7 @@ def test_a_run_with_a_replayed_query_offers_both(tiny_run, tmp_path):
     shutil.copytree(cache, root)
     run = bif.add_queries(bif.open_run(root / "runs" / run.key), [bif.Query("User: what is 2 plus 2?\nBot:", " 4")],
                           root)
-    at = app(root, "pages/influence.py", run=run.key, q=1)
+    at = app(root, "views/influence.py", run=run.key, q=1)
     assert at.selectbox(key="query_pick").value == 1 and len(at.selectbox(key="query_pick").options) == 2
     assert "4" in html(at).split("bif-legend")[0]
     at.selectbox(key="query_pick").set_value(0).run()
@@ -251,7 +251,7 @@ def test_a_run_with_a_replayed_query_offers_both(tiny_run, tmp_path):
 
 def test_bad_url_parameters_are_ignored(tiny_run):
     cache, run = tiny_run
-    at = app(cache, "pages/influence.py", run=run.key, q="x", token="99", sample="-5", job="../../etc")
+    at = app(cache, "views/influence.py", run=run.key, q="x", token="99", sample="-5", job="../../etc")
     assert not at.error and at.query_params["q"] == "0" and "token" not in at.query_params
     at = app(cache, job="no-such-job")
     assert any("not found" in e.value for e in at.error)

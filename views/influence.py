@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from bif import render
-from pages import common
+from views import common
 
 EXPLAIN = """
 The **completion** is drawn token by token. Each token's colour says how the training data influenced the model
@@ -180,5 +180,4 @@ def export(run, shown, srow, scores, fig) -> None:
                             "is not installed here.)")
 
 
-common.ensure_router()
 main()

@@ -7,7 +7,7 @@ import math
 import streamlit as st
 
 from bif import render
-from pages import common
+from views import common
 
 EXPLAIN = """
 The scores come from a random walk over the model's weights (SGLD, in several independent **chains**). They mean
@@ -82,5 +82,4 @@ def main() -> None:
     common.to_url(run=run.key, q=common.view().get("q") or 0)
 
 
-common.ensure_router()
 main()

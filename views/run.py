@@ -11,7 +11,7 @@ import streamlit as st
 import bif
 from bif import jobs
 from bif.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES
-from pages import common, jobview
+from views import common, jobview
 
 MODELS = {"demo": "Demo: tiny Llama trained on chatterbot conversations", "smollm2": "SmolLM2-135M-Instruct",
           "local": "A model directory on disk"}
@@ -203,7 +203,7 @@ def start_section(model, data, query, preset, config) -> None:
     if cached and cached["exact"]:
         st.success("This exact run is already in the cache: it opens at once.")
         st.button("Open the cached run", type="primary", key="open_cached", on_click=common.go,
-                  args=("pages/influence.py",), kwargs={"run": cached["run_key"], "q": cached["query"], "token": None,
+                  args=("views/influence.py",), kwargs={"run": cached["run_key"], "q": cached["query"], "token": None,
                                                         "sample": None, "job": None})
         return
     if cached:
@@ -269,5 +269,4 @@ def main() -> None:
             c2.button("Watch", key=f"watch-{j['id']}", on_click=common.set_view, kwargs={"job": j["id"]})
 
 
-common.ensure_router()
 main()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from bif import jobs, render
-from pages import common
+from views import common
 
 STAGES = {"start": "Starting the worker", "tokenizer": "Building the demo model: training its tokenizer",
           "train": "Building the demo model (first use only): training",
@@ -54,7 +54,7 @@ def _body(job_id: str, was_active: bool) -> None:
             r = s["result"]
             st.success("Finished. The run is now the current run (sidebar): see the Influence and Diagnostics pages.")
             st.button("Open the influence view →", key=f"open-{job_id}", type="primary", icon=":material/target:",
-                      on_click=common.go, args=("pages/influence.py",),
+                      on_click=common.go, args=("views/influence.py",),
                       kwargs={"run": r["run_key"], "q": r["query"], "token": None, "sample": None})
         elif s["state"] == "cancelled":
             st.warning("Cancelled. Finished chains were kept; starting the same run again resumes from them.")

@@ -27,23 +27,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("BIF_CACHE", "cache"))
 
 
-def ensure_router() -> None:
-    """Make sure this page runs inside app.py's router; call it first on every page.
-
-    A folder named pages/ makes Streamlit treat the app as an old-style multipage app (every file in it a page,
-    no app.py around it) until st.navigation has run once in the process. That happens when a fresh server's
-    first request is a page URL, and on every AppTest run. Then: switch the process to st.navigation and rerun
-    through app.py (same URL path, so the same page).
-    """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a future Streamlit without the old mode
-        return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 # ------------------------------------------------------------------------------------------------ view state
 
 
@@ -113,7 +96,7 @@ def current_run() -> tuple[bif.Run, int] | None:
     v = view()
     if not v.get("run"):
         st.info("No run is open yet. Start one on the **Run** page, or open a cached one on the **Runs** page.")
-        st.page_link("pages/run.py", label="Go to the Run page", icon=":material/play_circle:")
+        st.page_link("views/run.py", label="Go to the Run page", icon=":material/play_circle:")
         return None
     run = open_run(v["run"])
     if not 0 <= (v.get("q") or 0) < len(run.queries):

@@ -10,7 +10,7 @@ import streamlit as st
 import bif
 from bif import jobs
 from bif.render import md_escape
-from pages import common
+from views import common
 
 EXPLAIN = """
 Every finished run is kept in the cache (`BIF_CACHE`, default `./cache`), keyed by the model's files, the training
@@ -57,7 +57,7 @@ def runs_section(root) -> None:
     complete = next(r["complete"] for r in runs if r["key"] == key)
     c1, c2 = st.columns(2)
     c1.button("Open", type="primary", disabled=not complete, key="runs-open", on_click=common.go,
-              args=("pages/influence.py",), kwargs={"run": key, "q": 0, "token": None, "sample": None},
+              args=("views/influence.py",), kwargs={"run": key, "q": 0, "token": None, "sample": None},
               help="Make it the current run and show its influence view." if complete else
               "Only finished runs can be opened. Start the same run again on the Run page to resume it.")
     with c2.popover("Delete…", help="Remove the run's files from the cache."):
@@ -84,7 +84,7 @@ def jobs_section(root) -> None:
         if j["state"] in jobs.ACTIVE:
             c2.button("Cancel", key=f"jobs-cancel-{j['id']}", on_click=jobs.cancel_job, args=(j["id"], root))
         elif j["state"] == "done" and j["result"]:
-            c2.button("Open", key=f"jobs-open-{j['id']}", on_click=common.go, args=("pages/influence.py",),
+            c2.button("Open", key=f"jobs-open-{j['id']}", on_click=common.go, args=("views/influence.py",),
                       kwargs={"run": j["result"]["run_key"], "q": j["result"]["query"], "token": None, "sample": None})
 
 
@@ -99,5 +99,4 @@ def main() -> None:
     common.to_url()
 
 
-common.ensure_router()
 main()

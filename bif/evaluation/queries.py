@@ -1,0 +1,70 @@
+"""Known-answer queries of the evaluation: paraphrases of demo conversations, answered by their source.
+
+Each query asks a training conversation's question in other words; its completion is the source conversation's
+answer, so the source is the one training sample that should support it most. Sources are found by their exact
+question (and answer prefix, where a question occurs more than once) in `bif.builtin.demo_conversations()`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from .. import builtin
+from ..builtin import format_prompt
+from ..data import Query
+
+
+@dataclass(frozen=True)
+class Paraphrase:
+    """A question in other words and the (question, answer prefix) of the conversation it paraphrases."""
+
+    question: str
+    source_question: str
+    answer_prefix: str = ""
+
+
+PARAPHRASES: tuple[Paraphrase, ...] = (
+    Paraphrase("Do you breathe?", "Can you breathe", "My server has an exhaust fan"),
+    Paraphrase("What food would you eat if you could?", "If you could eat food, what would you eat?"),
+    Paraphrase("My mouse stopped working.", "My mouse is not responding."),
+    Paraphrase("Which country used to be called Abyssinia?", "Which African country was formerly known as Abyssinia?"),
+    Paraphrase("Where was John Lennon killed?", "Outside which New York building was John Lennon killed?"),
+    Paraphrase("In Peter Pan, what did the crocodile eat?", "What did the Crocodile swallow in Peter Pan?"),
+    Paraphrase("What is the national food of Spain?", "What is the national dish of Spain?"),
+    Paraphrase("What do you call the Jewish New Year?", "What is the Jewish New Year called?"),
+    Paraphrase("What sea lies between Israel and Jordan?", "Which sea is located in Israel and Jordan?"),
+    Paraphrase("What art movement was Salvador Dali part of?", "Which art movement is Salvador Dali associated with?"),
+    Paraphrase("I like playing soccer", "I PLAY SOCCER"),
+    Paraphrase("What is your main idea?", "What is your idea"),
+    Paraphrase("Who was Jules Verne?", "jules verne", "He was a true master"),
+    Paraphrase("Do you get paid?", "you get paid"),
+    Paraphrase("What is the biggest city in the United States?", "What’s the most populous city in the United States?"),
+    Paraphrase("Which vitamin do carrots contain?", "Carrots are a good source of which vitamin?"),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _conversations() -> tuple[tuple[str, str], ...]:
+    return tuple(builtin.demo_conversations())
+
+
+def demo_conversations() -> list[tuple[str, str]]:
+    """`bif.builtin.demo_conversations()`, read once per process (parsing the YAML takes seconds)."""
+    return list(_conversations())
+
+
+def source_index(p: Paraphrase, conversations: list[tuple[str, str]]) -> int:
+    """Index of the paraphrased conversation in `conversations`; ValueError if it is missing or ambiguous."""
+    hits = [i for i, (q, a) in enumerate(conversations) if q == p.source_question and a.startswith(p.answer_prefix)]
+    if len(hits) != 1:
+        raise ValueError(f"The source of {p.question!r} ({p.source_question!r}) matches {len(hits)} demo "
+                         "conversations; it must match exactly one.")
+    return hits[0]
+
+
+def paraphrase_queries(paraphrases=PARAPHRASES) -> tuple[list[Query], list[int]]:
+    """(queries, source index of each in demo_conversations()): prompt = paraphrase, completion = source answer."""
+    convs = demo_conversations()
+    sources = [source_index(p, convs) for p in paraphrases]
+    return [Query(format_prompt(p.question), " " + convs[i][1]) for p, i in zip(paraphrases, sources)], sources

@@ -1,0 +1,103 @@
+"""Evidence: how well BIF and the baselines predict real retraining (LDS), find known sources, and at what cost.
+
+Reads results written by `python -m bif.evaluation` (folder `results/`, or $BIF_RESULTS). Never computes.
+"""
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from bif.evaluation import figures
+from bif.evaluation.report import EVAL_JSON, SWEEP_JSON, load_results
+
+RESULTS = os.environ.get("BIF_RESULTS", "results")
+COMMAND = "python -m bif.evaluation --out results/"
+
+
+@st.cache_data(show_spinner=False)
+def _load(folder: str, name: str, stamp: float):
+    return load_results(folder, name)
+
+
+def _stamp(name: str) -> float:
+    try:
+        return os.path.getmtime(os.path.join(RESULTS, name))
+    except OSError:
+        return 0.0
+
+
+def _fmt(x, nd=2):
+    return "n/a" if x is None or x != x else f"{x:.{nd}f}"
+
+
+def _table(res: dict) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "method": r["label"], "LDS": _fmt(r["lds"]), "95 % CI": f"[{_fmt(r['lds_ci'][0])}, {_fmt(r['lds_ci'][1])}]",
+        "source MRR": _fmt(r["mrr"]), "recall@1": _fmt(r["recall@1"]), "recall@10": _fmt(r["recall@10"]),
+        "wall time (s)": "—" if r["kind"] == "reference" else f"{r['seconds']:.1f}"} for r in res["methods"]])
+
+
+def evaluation_section(res: dict) -> None:
+    b, s = res["benchmark"], res["lds_setup"]
+    st.subheader("LDS: does the score predict retraining?")
+    st.caption(f"{s['subsets']} random half-subsets of the {b['n_train']}-conversation benchmark set, each retrained "
+               f"with the same recipe (seeds {s['seeds']}); {b['n_queries']} paraphrase queries. "
+               f"Error bars: 95 % bootstrap interval over subsets. Computed {res['created']}.")
+    st.plotly_chart(figures.lds_bars(res), width="stretch")
+    st.dataframe(_table(res), hide_index=True, width="stretch")
+    with st.expander("Sign convention and what each method computed"):
+        st.text(res["convention"])
+        st.text(b["description"])
+        for r in res["methods"]:
+            if r["info"].get("note"):
+                st.text(f"{r['label']}: {r['info']['note']}")
+
+    st.subheader("Predicted against actual loss, per subset")
+    labels = [r["label"] for r in res["methods"]]
+    c1, c2 = st.columns(2)
+    m = c1.selectbox("Method", range(len(labels)), format_func=lambda i: labels[i])
+    queries = res["queries"]
+    q = c2.selectbox("Query", range(len(queries)), format_func=lambda i: queries[i]["prompt"].replace("\n", " ⏎ "))
+    st.plotly_chart(figures.predicted_vs_actual(res, m, q), width="stretch")
+    st.caption("Completion (the source conversation's answer) and the source training text:")
+    st.text(queries[q]["completion"].strip())
+    st.text(queries[q]["source_text"])
+
+    st.subheader("Known-source retrieval")
+    st.caption("Each query paraphrases one training conversation; how high does each method rank it?")
+    st.plotly_chart(figures.retrieval_bars(res), width="stretch")
+    st.subheader("Wall time")
+    st.plotly_chart(figures.time_bars(res), width="stretch")
+
+
+def sweep_section(sw: dict) -> None:
+    st.subheader("BIF across seeds and budgets")
+    st.caption(sw["description"])
+    metric = st.radio("Show", ["mrr", "jaccard", "lds"], horizontal=True,
+                      format_func={"mrr": "source MRR", "jaccard": "flagged-set Jaccard", "lds": "LDS"}.get)
+    st.plotly_chart(figures.frontier(sw, metric), width="stretch")
+    st.dataframe(pd.DataFrame([{
+        "setting": r["setting"], "chains × draws": f"{r['chains']} × {r['draws']}", "cost (s)": round(r["cost_s"]),
+        "MRR seed 0": _fmt(r["mrr"][0]), "MRR seed 1": _fmt(r["mrr"][1]), "flagged/query": _fmt(r["flagged"], 1),
+        "Jaccard": _fmt(r["jaccard"]), "LDS": _fmt(r["lds"])} for r in sw["rows"]]), hide_index=True,
+        width="stretch")
+    st.caption(sw["notes"])
+
+
+st.title("Evidence")
+st.markdown("How well does each attribution method predict what **retraining without a sample** would do? "
+            "Scores from BIF and the baselines are compared against models actually retrained on random halves "
+            "of the training set (the linear datamodeling score, LDS), and on queries whose source is known.")
+try:
+    res = _load(RESULTS, EVAL_JSON, _stamp(EVAL_JSON))
+    sw = _load(RESULTS, SWEEP_JSON, _stamp(SWEEP_JSON))
+    if res is None:
+        st.info(f"No evaluation results in `{RESULTS}/` yet. Compute them (tens of minutes on a CPU) with:")
+        st.code(COMMAND, language="bash")
+    else:
+        evaluation_section(res)
+    if sw is not None:
+        sweep_section(sw)
+except Exception as e:  # a damaged or older results file: say so instead of a traceback
+    st.error(f"The stored results could not be shown ({type(e).__name__}: {e}). Recompute them with `{COMMAND}`.")
