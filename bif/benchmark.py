@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 
-def _median_time(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -47,8 +47,8 @@ def scoring_vs_forward(model, examples, batch_size: int, repeats: int = 5) -> di
 
     t_ours, t_ref = [], []
     for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
-        t_ours.append(_median_time(lambda: score_examples(model, lm_token_loss, examples, batch_size), 1))
-        t_ref.append(_median_time(bare, 1))
+        t_ours.append(median_seconds(lambda: score_examples(model, lm_token_loss, examples, batch_size), 1))
+        t_ref.append(median_seconds(bare, 1))
     ours, ref = statistics.median(t_ours), statistics.median(t_ref)
     return {"scoring_seq_per_s": n / ours, "bare_forward_seq_per_s": n / ref, "ratio": ref / ours}
 
@@ -81,8 +81,8 @@ def sgld_vs_sgd(model, examples, batch_size: int, repeats: int = 20) -> dict:
 
     t_ours, t_plain = [], []
     for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
-        t_ours.append(_median_time(ours, 1))
-        t_plain.append(_median_time(plain, 1))
+        t_ours.append(median_seconds(ours, 1))
+        t_plain.append(median_seconds(plain, 1))
     with torch.no_grad():
         for p, p0 in zip(params, w_star):
             p.copy_(p0)

@@ -97,9 +97,13 @@ def covariance(x: np.ndarray, y: np.ndarray, fdr: float = FDR) -> Scores:
         sel = batch_of == k
         sums[k] = xc[sel].T @ yc[sel] / sel.sum()
     cov_mean = xc.T @ yc / N  # (a, b) mean of products (biased covariance)
-    cov_se = sums.std(0, ddof=1) / math.sqrt(K)
+    return from_moments(cov_mean, sums.std(0, ddof=1) / math.sqrt(K), np.outer(sx, sy), N, K, fdr)
+
+
+def from_moments(cov_mean: np.ndarray, cov_se: np.ndarray, scale: np.ndarray, N: int, K: int,
+                 fdr: float = FDR) -> Scores:
+    """Scores from the biased covariance, its batch-means SE and sd(x)·sd(y), over N draws in K batches."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.outer(sx, sy)
         corr = np.where(scale > 0, cov_mean / scale, 0.0)
         corr_se = np.where(scale > 0, cov_se / scale, np.inf)
         t = np.where(cov_se > 0, cov_mean / cov_se, 0.0)

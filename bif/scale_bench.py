@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .benchmark import median_seconds
+
 HERE = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
        "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -39,16 +41,6 @@ def _sub(args: list[str], timeout: float = 3600) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def random_llama(size: str, seed: int = 0):
@@ -257,12 +249,12 @@ def worker_model(size: str, n: int, draws: int) -> None:
         with torch.no_grad():
             sgld_step(params, list(grads), w_star, step_size=1e-9, nbeta=1.0, gamma=1.0, noise_gen=gen)
 
-    t_step = _median_time(step, 5)
+    t_step = median_seconds(step, 5)
     with torch.no_grad():
         for p, p0 in zip(params, w_star):
             p.copy_(p0)
     del w_star
-    t_seq = _median_time(lambda: score_examples(model, lm_token_loss, scored, 64), 3) / n
+    t_seq = median_seconds(lambda: score_examples(model, lm_token_loss, scored, 64), 3) / n
     predicted = cfg.chains * cfg.steps_per_chain * t_step + cfg.chains * cfg.draws * (n + 1) * t_seq
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

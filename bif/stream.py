@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from .config import SamplerConfig
 from .errors import CacheError
-from .estimators import Scores, _batches, _with_fdr
+from .estimators import Scores, _batches, from_moments
 from .examples import Examples, LossFn, score_examples
 from .sampler import Progress, resolve_device, run_chain
 from .trace import ChainStack, ChainWriter, LossTrace, open_chain
@@ -122,15 +121,7 @@ def covariance_with(trace: LossTrace, y: np.ndarray, name: str = "train", block_
     cov_mean = (Sxy.sum(0) - ybar * Sx.sum(0) - xbar * Sy.sum() + N * xbar * ybar) / N
     sx = np.sqrt(np.maximum(Sx2 / N - xbar**2, 0.0))
     sy = math.sqrt(max(Sy2 / N - ybar**2, 0.0))
-    cov_se = sums.std(0, ddof=1) / math.sqrt(K)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = sx * sy
-        corr = np.where(scale > 0, cov_mean / scale, 0.0)
-        corr_se = np.where(scale > 0, cov_se / scale, np.inf)
-        t = np.where(cov_se > 0, cov_mean / cov_se, 0.0)
-    p = 2 * stats.t.sf(np.abs(t), df=K - 1)
-    unbiased = N / (N - 1)
-    return _with_fdr(-cov_mean * unbiased, cov_se * unbiased, corr, corr_se, p, N, K, fdr)
+    return from_moments(cov_mean, sums.std(0, ddof=1) / math.sqrt(K), sx * sy, N, K, fdr)
 
 
 def samples(trace: LossTrace, query: int, token: int | None = None, train: str = "train",
