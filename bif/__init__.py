@@ -19,7 +19,9 @@ from .errors import BIFError  # noqa: E402
 from .estimators import Scores, covariance  # noqa: E402
 from .examples import Examples, lm_token_loss, score_examples  # noqa: E402
 from .models import ModelSpec, generate_completion, load_model  # noqa: E402
-from .runs import Run, add_queries, compute_run, delete_run, find_run, list_runs, open_run  # noqa: E402
+from .catalog import delete_run, find_run, list_runs  # noqa: E402
+from .replay import add_queries  # noqa: E402
+from .runs import Run, compute_run, open_run  # noqa: E402
 from .sampler import sample  # noqa: E402
 from .trace import LossTrace  # noqa: E402
 

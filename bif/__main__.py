@@ -207,7 +207,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_runs(args) -> None:
-    from .runs import list_runs
+    from .catalog import list_runs
 
     for r in list_runs(args.cache):
         state = "done" if r["complete"] else f"partial ({r['chains_done']} chains)"
@@ -216,7 +216,7 @@ def cmd_runs(args) -> None:
 
 
 def cmd_delete(args) -> None:
-    from .runs import delete_run
+    from .catalog import delete_run
 
     delete_run(args.key, args.cache)
     print(f"deleted {args.key}")

@@ -274,6 +274,7 @@ def run_job(d: str | Path) -> str:
     progress = ProgressWriter(d)
     try:
         from . import runs
+        from .replay import add_queries
         from .config import SamplerConfig
         from .data import DataSpec, Query
         from .models import ModelSpec
@@ -283,7 +284,7 @@ def run_job(d: str | Path) -> str:
         progress({"stage": "start"})
         if req["kind"] == "replay":
             run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"])
-            run = runs.add_queries(run, queries, req["cache_root"], progress)
+            run = add_queries(run, queries, req["cache_root"], progress)
         else:
             run = runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
                                    SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)

@@ -1,4 +1,4 @@
-"""Runs of a language model: compute (or reuse) a cached BIF run, add queries by replay, list and delete runs.
+"""Runs of a language model: compute (or reuse) a cached BIF run, and open it (replay.py, catalog.py do the rest).
 
 A run is keyed by content: schema version, model weights + tokenizer, training data + scored subset, queries and
 the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
@@ -35,13 +35,13 @@ from safetensors.torch import load_file, save_file
 from . import distributed
 from .config import SamplerConfig
 from .data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
-from .errors import CacheError, ConfigError, ReplayMismatch
+from .errors import CacheError
 from .examples import Examples, lm_token_loss, score_examples
 from .models import LoadedModel, ModelSpec, load_model
-from .sampler import Progress, resolve_device, run_chain, sample_chain
+from .sampler import Progress, resolve_device, run_chain
 from .scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
                     out_of_memory_error)
-from .trace import ChainStack, ChainWriter, LossTrace, load_chain, open_chain, save_chain
+from .trace import ChainStack, ChainWriter, LossTrace, load_chain, open_chain
 
 SCHEMA = 1
 MMAP_BYTES = int(os.environ.get("BIF_MMAP_BYTES", 1 << 30))  # open_run memory-maps traces larger than this
@@ -403,94 +403,3 @@ def _open_query_set(qdir: Path, config: SamplerConfig) -> QuerySet:
     return QuerySet(key=qdir.name, queries=[Query(**q) for q in meta["queries"]],
                     losses=np.stack([c.losses["query"].numpy() for c in chains]), mask=t["query.mask"].numpy(),
                     init=t["init"].numpy(), tokens=meta["tokens"])
-
-
-def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",
-                progress: Progress | None = None, tolerance: float = 1e-5) -> Run:
-    """New queries on a finished run without re-scoring the training set.
-
-    Replays every seeded chain, scoring only the new queries, and checks that the replayed sampling losses match
-    the stored ones (max relative difference ≤ tolerance); ReplayMismatch if not (other device, other library
-    versions, changed model files). Returns the run reopened with the new query set appended.
-    """
-    known = {json.dumps(q.to_dict(), sort_keys=True) for q in run.queries}
-    new = [q for q in queries if json.dumps(q.to_dict(), sort_keys=True) not in known]
-    if not new:
-        return run
-    config = run.config
-    model = ModelSpec(**run.request["model"])
-    device = resolve_device(config.device)
-    loaded = load_model(model, cache_root, device=device, progress=progress)
-    scale = ScaleOptions(**run.request.get("scale", {}))
-    apply_weights_dtype(loaded.model, scale)
-    if loaded.fingerprint != run.request["fingerprints"]["model"]:
-        raise ReplayMismatch("The model files changed since this run was computed; replay cannot reproduce it. "
-                             "Start a new run.")
-    texts = load_texts(run.request["data"]["source"])
-    train_all = tokenize_texts(loaded.tokenizer, texts, min(run.request["data"]["max_length"], loaded.max_length))
-    if train_all.fingerprint != run.request["fingerprints"]["train"]:
-        raise ReplayMismatch("The training data changed since this run was computed. Start a new run.")
-    qex = tokenize_queries(loaded.tokenizer, new, loaded.max_length)
-    qdir = run.dir / "queries" / _hash([q.to_dict() for q in new])
-    qdir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(qdir / "lock")):
-        if not (qdir / "COMPLETE").exists():
-            init = score_examples(loaded.model, lm_token_loss, qex, config.score_batch_size, device).cpu()
-            _atomic_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens})
-            _atomic_save({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
-                         qdir / "examples.safetensors")
-            for c in range(config.chains):
-                path = qdir / f"chain_{c:03d}.safetensors"
-                if path.exists():
-                    continue
-                chain = sample_chain(loaded.model, lm_token_loss, train_all, {"query": qex}, config, c,
-                                     _overall(progress, c, config), device, scale)
-                stored = run.sampling_loss[c]
-                diff = np.abs(chain.sampling_loss.numpy() - stored) / np.maximum(np.abs(stored), 1e-12)
-                if not np.all(diff <= tolerance):
-                    raise ReplayMismatch(
-                        f"Replaying chain {c} did not reproduce the stored sampling losses (max relative difference "
-                        f"{diff.max():.2e} at step {int(diff.argmax())}). The run was probably computed on another "
-                        f"device or library version (stored: {run.request.get('device')}, now: {device}). "
-                        "Start a new run with these queries instead.")
-                save_chain(path, chain, config.trace_dtype)
-            (qdir / "COMPLETE").write_text("ok")
-    return open_run(run.dir)
-
-
-def find_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
-             cache_root: str | Path = "cache", scale: ScaleOptions | None = None) -> Path | None:
-    """The directory of a finished run for exactly this request, without computing anything (loads the model)."""
-    cache_root = Path(cache_root)
-    prep = _prepare(model, data, queries, config, cache_root, None, "cpu", scale)
-    d = cache_root / "runs" / prep.key
-    return d if (d / "COMPLETE").exists() else None
-
-
-def list_runs(cache_root: str | Path = "cache") -> list[dict]:
-    """One dict per run directory (finished or not), newest first."""
-    out = []
-    for d in (Path(cache_root) / "runs").glob("*") if (Path(cache_root) / "runs").exists() else []:
-        try:
-            req = json.loads((d / "request.json").read_text())
-        except (OSError, ValueError):
-            req = {}
-        chains_done = len(list(d.glob("chain_*.safetensors")))
-        out.append({
-            "key": d.name, "dir": str(d), "complete": (d / "COMPLETE").exists(),
-            "model": req.get("model_label", "?"), "data": (req.get("data") or {}).get("source", "?"),
-            "query": (req.get("queries") or [{}])[0].get("prompt", "?") if req.get("queries") else "?",
-            "n_queries": len(req.get("queries") or []) + len(list(d.glob("queries/*/COMPLETE"))),
-            "config": req.get("config", {}), "created": req.get("created", d.stat().st_mtime),
-            "chains_done": chains_done, "size_mb": sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 2**20,
-        })
-    return sorted(out, key=lambda r: -r["created"])
-
-
-def delete_run(key: str, cache_root: str | Path = "cache") -> None:
-    """Remove a run directory. Refuses keys that are not run directories (no path tricks)."""
-    runs = (Path(cache_root) / "runs").resolve()
-    d = (runs / key).resolve()
-    if d.parent != runs or not d.is_dir():
-        raise ConfigError(f"No run {key!r} in {runs}.")
-    shutil.rmtree(d)

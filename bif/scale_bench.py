@@ -253,7 +253,6 @@ def worker_model(size: str, n: int, draws: int) -> None:
     with torch.no_grad():
         for p, p0 in zip(params, w_star):
             p.copy_(p0)
-    del w_star
     t_seq = median_seconds(lambda: score_examples(model, lm_token_loss, scored, 64), 3) / n
     predicted = cfg.chains * cfg.steps_per_chain * t_step + cfg.chains * cfg.draws * (n + 1) * t_seq
     with tempfile.TemporaryDirectory() as tmp:
