@@ -170,32 +170,41 @@ def worker_scoring(n: int, repeats: int = 7) -> None:
 
 # ---------------------------------------------------------------------------------------------- samples
 
+class _Diagonal(torch.nn.Module):
+    def __init__(self, positions: int):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((positions,), 0.1))
+
+
+def _diagonal_loss(model, inputs):  # (B, P): one cheap "position" per feature
+    return 0.5 * (inputs["x"] * model.w - inputs["y"][:, None] / model.w.numel()) ** 2
+
+
+def synthetic_problem(n: int, positions: int, seed: int = 0):
+    """(Examples (n, P), model, loss_fn): a regression whose loss costs almost nothing, to measure the memory side
+    of huge traces without the cost of a language model."""
+    from .examples import Examples
+
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, positions, generator=g)
+    y = X @ torch.randn(positions, generator=g) / positions
+    ex = Examples(inputs={"x": X, "y": y}, mask=torch.ones(n, positions, dtype=torch.bool))
+    return ex, _Diagonal(positions), _diagonal_loss
+
+
 def worker_samples(n: int, draws: int, chains: int, positions: int, out_dir: str) -> None:
     """Record a float16 trace of n samples with a cheap loss, then one streaming pass; peak RSS and times."""
     from . import stream
     from .config import SamplerConfig
-    from .examples import Examples
     from .scale import peak_resident_bytes, resident_bytes
 
     torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(n, positions, generator=g)
-    y = X @ torch.randn(positions, generator=g) / positions
-    ex = Examples(inputs={"x": X, "y": y}, mask=torch.ones(n, positions, dtype=torch.bool))
-
-    class Linear(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.full((positions,), 0.1))
-
-    def loss_fn(model, inputs):
-        return 0.5 * (inputs["x"] * model.w - inputs["y"][:, None] / positions) ** 2  # (B, P)
-
+    ex, model, loss_fn = synthetic_problem(n, positions)
     cfg = SamplerConfig(step_size=1e-4, nbeta=10.0, gamma=100.0, chains=chains, draws=draws, burn_in=0,
                         steps_between=1, batch_size=256, score_batch_size=16384, trace_dtype="float16", device="cpu")
     base = resident_bytes()
     t0 = time.perf_counter()
-    trace = stream.record(Linear(), loss_fn, ex, {"train": ex, "query": ex.subset([0])}, cfg, out_dir)
+    trace = stream.record(model, loss_fn, ex, {"train": ex, "query": ex.subset([0])}, cfg, out_dir)
     t_record = time.perf_counter() - t0
     peak_record = peak_resident_bytes()
     t0 = time.perf_counter()

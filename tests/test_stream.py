@@ -93,27 +93,15 @@ BUDGET_SCRIPT = textwrap.dedent("""
     import json, sys
     import torch; torch.set_num_threads(1)
     import numpy as np
-    from bif import Examples, SamplerConfig, stream
+    from bif import SamplerConfig, stream
     from bif.scale import peak_resident_bytes
+    from bif.scale_bench import synthetic_problem
 
-    n, P = 60000, 16
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(n, P, generator=g)
-    y = X @ torch.randn(P, generator=g) / P
-    ex = Examples(inputs={"x": X, "y": y}, mask=torch.ones(n, P, dtype=torch.bool))
-
-    class Linear(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.full((P,), 0.1))
-
-    def loss_fn(model, inputs):  # (B, P): one cheap "position" per feature
-        return 0.5 * (inputs["x"] * model.w - inputs["y"][:, None] / P) ** 2
-
+    ex, model, loss_fn = synthetic_problem(60000, 16)
     cfg = SamplerConfig(step_size=1e-4, nbeta=10.0, gamma=100.0, chains=2, draws=40, burn_in=0, steps_between=1,
                         batch_size=256, score_batch_size=8192, device="cpu")
     before = peak_resident_bytes()
-    trace = stream.record(Linear(), loss_fn, ex, {"train": ex, "query": ex.subset([0, 1])}, cfg, sys.argv[1])
+    trace = stream.record(model, loss_fn, ex, {"train": ex, "query": ex.subset([0, 1])}, cfg, sys.argv[1])
     scores = stream.samples(trace, 0, block_bytes=1 << 22)
     top = scores.top(5).tolist()
     print(json.dumps({"before": before, "after": peak_resident_bytes(), "trace_bytes": trace.losses["train"].nbytes,
