@@ -386,8 +386,8 @@ def model_params(model: dict) -> float:
 def estimate_cost(request: dict, n_train: int, mean_tokens: float) -> dict:
     """Rough seconds for a job on this CPU, before starting it.
 
-    cost ≈ chains × (steps × t_step + draws × (n_scored + n_queries) × t_forward) + start-up. For a replay only
-    the queries are scored. The constants are rough (single-thread CPU); the live ETA is the better guide.
+    cost ≈ chains × (steps × t_step + draws × (n_scored + n_queries) × t_forward) / processes + start-up. For a
+    replay only the queries are scored. The constants are rough (single-thread CPU); the live ETA is the better guide.
     """
     from .config import SamplerConfig
 
@@ -404,9 +404,12 @@ def estimate_cost(request: dict, n_train: int, mean_tokens: float) -> dict:
     scored = n_q if request["kind"] == "replay" else n_scored + n_q
     sampling = cfg.chains * cfg.steps_per_chain * t_step
     scoring = cfg.chains * cfg.draws * scored * t_fwd
-    return {"seconds": WORKER_START_S + sampling + scoring, "sampling_s": sampling, "scoring_s": scoring,
+    procs = request.get("procs") or default_procs(request)  # chains run side by side, one process per core
+    return {"seconds": WORKER_START_S + (sampling + scoring) / procs, "sampling_s": sampling, "scoring_s": scoring,
             "n_scored": n_scored, "steps": cfg.chains * cfg.steps_per_chain, "draws": cfg.chains * cfg.draws,
-            "note": "Rough estimate for one CPU thread; the live ETA during the run is more reliable."}
+            "processes": procs,
+            "note": f"Rough estimate for {procs} single-threaded CPU process(es); the live ETA during the run is "
+                    "more reliable."}
 
 
 def format_seconds(s: float | None) -> str:
