@@ -302,62 +302,6 @@ def run_job(d: str | Path) -> str:
     return status["state"]
 
 
-# ------------------------------------------------------------------------------------------- cache look-up
-
-
-def _sampling(config: dict) -> dict | None:
-    from .config import SamplerConfig
-    from .errors import ConfigError
-
-    try:
-        c = SamplerConfig.from_dict(config)
-    except (ConfigError, TypeError):
-        return None
-    return {**c.sampling_key(), "storage": [c.score_dtype, c.trace_dtype]}
-
-
-def _changed_since(source: str, created: float) -> bool:
-    """True if a file (or a directory's files) on disk were modified after the run was created."""
-    if source in ("demo", "smollm2"):
-        return False
-    p = Path(source)
-    files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")] if p.is_dir() else (
-        [p] if p.exists() else [])
-    return not files or max(f.stat().st_mtime for f in files) > created
-
-
-def find_cached(request: dict, cache_root: str | Path) -> dict | None:
-    """A finished run for this request, by comparing requests (no model load, so it answers at once).
-
-    Returns {"run_key", "query", "exact": True} when the run holds the request's first query (own or replayed),
-    {"run_key", "exact": False} when only model, data and sampler match (the query can be added by replay),
-    or None. Runs whose model directory or training file changed on disk after they were made are skipped.
-    """
-    want_cfg = _sampling(request["config"])
-    want_q = json.dumps(request["queries"][0], sort_keys=True)
-    root = Path(cache_root) / "runs"
-    dirs = sorted(root.glob("*/COMPLETE"), key=lambda m: -m.stat().st_mtime) if root.is_dir() else []
-    base = None
-    for marker in dirs:
-        d = marker.parent
-        req = _read_json(d / "request.json")
-        if not req or req.get("model") != request["model"] or req.get("data") != request["data"]:
-            continue
-        if _sampling(req.get("config", {})) != want_cfg:
-            continue
-        created = req.get("created", 0)
-        if _changed_since(req["model"]["name_or_path"], created) or _changed_since(req["data"]["source"], created):
-            continue
-        queries = list(req.get("queries", []))
-        for qm in sorted(d.glob("queries/*/COMPLETE")):  # the order Run.queries uses
-            queries += (_read_json(qm.parent / "queries.json") or {}).get("queries", [])
-        for i, q in enumerate(queries):
-            if json.dumps(q, sort_keys=True) == want_q:
-                return {"run_key": d.name, "query": i, "exact": True}
-        base = base or {"run_key": d.name, "exact": False}
-    return base
-
-
 # -------------------------------------------------------------------------------------------- cost estimate
 
 # Rough single-thread CPU constants fitted to shared/BIF.md §8 and ENV.md (demo model: 2.4 ms per 64-token

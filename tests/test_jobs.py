@@ -9,7 +9,7 @@ import time
 import pytest
 
 import bif
-from bif import jobs
+from bif import catalog, jobs
 
 QUERY = {"prompt": "User: what is 3 plus 4?\nBot:", "completion": " 7"}
 
@@ -43,7 +43,7 @@ def test_worker_process_runs_to_done_with_progress(tiny_lm, tiny_corpus, tmp_pat
     assert p["fraction"] == 1.0 and p["chains"] == 2
     assert set(p["history"]) == {"0", "1"} and all(len(h) >= 2 for h in p["history"].values())
     assert [j["id"] for j in jobs.list_jobs(tmp_path)] == [job_id]
-    assert jobs.find_cached(req, tmp_path) == {"run_key": run.key, "query": 0, "exact": True}
+    assert catalog.find_cached(req, tmp_path) == {"run_key": run.key, "query": 0, "exact": True}
 
 
 def test_replay_job_adds_a_query_to_a_cached_run(tiny_run, tiny_lm, tiny_corpus, tmp_path):
@@ -52,12 +52,12 @@ def test_replay_job_adds_a_query_to_a_cached_run(tiny_run, tiny_lm, tiny_corpus,
     shutil.copytree(cache, root)
     new = {"prompt": "User: what is 2 plus 2?\nBot:", "completion": " 4"}
     req = request(tiny_lm, tiny_corpus, root, queries=[new])
-    assert jobs.find_cached(req, root) == {"run_key": run.key, "exact": False}
+    assert catalog.find_cached(req, root) == {"run_key": run.key, "exact": False}
     job_id = jobs.create_job({**req, "kind": "replay", "run_key": run.key}, root)
     assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
     s = jobs.job_status(job_id, root)
     assert s["result"] == {"run_key": run.key, "query": 1}
-    assert jobs.find_cached(req, root) == {"run_key": run.key, "query": 1, "exact": True}
+    assert catalog.find_cached(req, root) == {"run_key": run.key, "query": 1, "exact": True}
 
 
 def test_cancel_stops_the_job(tiny_lm, tiny_corpus, tmp_path):
@@ -124,10 +124,10 @@ def test_changed_training_file_is_not_reused(tiny_run, tiny_lm, tiny_corpus, tmp
     corpus = tmp_path / "train.txt"
     shutil.copy(tiny_corpus, corpus)
     req = request(tiny_lm, tiny_corpus, root)
-    assert jobs.find_cached(req, root)["exact"]
-    assert jobs.find_cached(request(tiny_lm, corpus, root), root) is None  # other path
-    assert jobs.find_cached({**req, "config": bif.preset("smoke", seed=1).to_dict()}, root) is None
-    assert jobs.find_cached({**req, "config": bif.preset("smoke", score_batch_size=7).to_dict()}, root)["exact"]
+    assert catalog.find_cached(req, root)["exact"]
+    assert catalog.find_cached(request(tiny_lm, corpus, root), root) is None  # other path
+    assert catalog.find_cached({**req, "config": bif.preset("smoke", seed=1).to_dict()}, root) is None
+    assert catalog.find_cached({**req, "config": bif.preset("smoke", score_batch_size=7).to_dict()}, root)["exact"]
 
 
 def test_cost_estimate_scales_with_the_work(tiny_lm, tiny_corpus, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 import bif
-from bif import jobs
+from bif import catalog, jobs
 from bif.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES
 from views import common, jobview
 
@@ -194,7 +194,7 @@ def start_section(model, data, query, preset, config) -> None:
     if not query.completion.strip():
         st.info("Type a completion (or generate one) to see the cost and start.")
         return
-    cached = jobs.find_cached(request, root)
+    cached = catalog.find_cached(request, root)
     job = common.view().get("job")
     just_done = job and (jobs.job_status(job, root).get("result") or {}).get("run_key") == (cached or {}).get("run_key")
     if cached and cached["exact"] and just_done:
