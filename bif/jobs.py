@@ -4,11 +4,13 @@ A job is a directory cache_root/jobs/<id>/ holding
 
     request.json    what to compute: kind ('run' or 'replay'), model, data, queries, config, cache_root
     status.json     state (queued, running, done, failed, cancelled), pid, times, result or error message
-    progress.json   chain, draw, step, fraction, ETA and a short sampling-loss history per chain (live chart)
+    progress.json   chain, draw, step, fraction, ETA and a short sampling-loss history per chain (live chart);
+                    with several worker processes, rank r > 0 writes progress.rank{r}.json and job_status merges them
     cancel          present when the user asked to stop (the worker raises Cancelled at its next report)
     log.txt         the worker's stdout/stderr (tracebacks of internal errors go here, never to the page)
 
-Start one with `start_job`; it runs `python -m bif.jobs <job_dir>` in its own session. No streamlit import here.
+Start one with `start_job`; it runs `python -m bif.jobs <job_dir>` in its own session, on CPU as one process per
+core under torchrun (the chains are spread over them; see default_procs). No streamlit import here.
 """
 
 from __future__ import annotations
