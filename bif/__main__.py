@@ -274,6 +274,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="smaller measurement, for a smoke check")
     b.add_argument("--fresh-clone", action="store_true", help="also time git clone -> first finished demo run")
     b.add_argument("--scan", action="store_true", help="only the mixing scan that chose the demo preset's step size")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="measure the preset with a setting changed")
     b.set_defaults(fn=cmd_bench)
     return p
 

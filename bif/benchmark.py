@@ -89,7 +89,8 @@ def sgld_vs_sgd(model, examples, batch_size: int, repeats: int = 20) -> dict:
             "ratio": statistics.median(t_ours) / statistics.median(t_plain)}
 
 
-def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool = False) -> dict:
+def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool = False,
+                   overrides: dict | None = None) -> dict:
     """Run the demo preset with two seeds on the demo queries; Jaccard of flagged sets and source ranks."""
     from . import influence
     from .builtin import DEMO_QUERIES
@@ -107,7 +108,7 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
     data = DataSpec("demo")
     runs, seconds = [], []
     for seed in seeds:
-        cfg = preset(preset_name, seed=seed, **({"draws": 20, "burn_in": 10} if quick else {}))
+        cfg = preset(preset_name, seed=seed, **(overrides or {}), **({"draws": 20, "burn_in": 10} if quick else {}))
         run = compute_run(model, data, queries, cfg, cache_root)
         runs.append(run)  # cost: the sampling + scoring seconds stored with each chain (also for a cached run)
         seconds.append(sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains)))
@@ -184,13 +185,24 @@ def fresh_clone_to_first_run(repo: Path) -> dict:
     return out
 
 
+def _overrides(args) -> dict:
+    """--set KEY=VALUE pairs for the preset, as the run command parses them."""
+    from .__main__ import _config
+    from .config import preset
+
+    base = preset(args.preset)
+    changed = _config(args)
+    return {k: v for k, v in changed.to_dict().items() if v != base.to_dict()[k]}
+
+
 def main(args) -> None:
     from .builtin import demo_texts
     from .data import tokenize_texts
     from .models import ModelSpec, load_model
 
     torch.set_num_threads(1)
-    print(f"# bif bench (preset {args.preset}; torch threads 1; {time.strftime('%Y-%m-%d %H:%M')})\n")
+    print(f"# bif bench (preset {args.preset} {_overrides(args) or ''}; torch threads 1; "
+          f"{time.strftime('%Y-%m-%d %H:%M')})\n")
     if getattr(args, "scan", False):
         print(f"mixing scan around {args.preset} (4 chains x 100 draws; 12 paraphrase queries in one run):")
         print("| change | scored | verdict | loss w* -> kept | ESS/draw | lag-1 | median source z | source MRR | "
@@ -208,7 +220,7 @@ def main(args) -> None:
     step = sgld_vs_sgd(loaded.model, ex, 32, repeats=5 if args.quick else 30)
     print(f"SGLD step {1e3 * step['sgld_step_s']:.1f} ms vs SGD step {1e3 * step['sgd_step_s']:.1f} ms "
           f"-> ratio {step['ratio']:.2f} (goal <= 1.15)")
-    agree = seed_agreement(args.preset, args.cache, quick=args.quick)
+    agree = seed_agreement(args.preset, args.cache, quick=args.quick, overrides=_overrides(args))
     print(f"\nseed-to-seed agreement, preset {args.preset}, {agree['n_scored']} scored samples, "
           f"{np.median(agree['seconds_per_run']):.0f} s of sampling + scoring per run (one thread, chains in turn):")
     print("| query | flagged (seed 0, seed 1) | Jaccard | source rank (seed 0, seed 1) |\n|---|---|---|---|")
