@@ -9,6 +9,7 @@ from pathlib import Path
 from .config import SamplerConfig
 from .data import DataSpec, Query
 from .errors import ConfigError
+from .files import read_json
 from .models import ModelSpec
 from .runs import _prepare
 from .scale import ScaleOptions
@@ -53,13 +54,6 @@ def delete_run(key: str, cache_root: str | Path = "cache") -> None:
     shutil.rmtree(d)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _sampling(config: dict) -> dict | None:
     try:
         c = SamplerConfig.from_dict(config)
@@ -92,7 +86,7 @@ def find_cached(request: dict, cache_root: str | Path) -> dict | None:
     base = None
     for marker in dirs:
         d = marker.parent
-        req = _read_json(d / "request.json")
+        req = read_json(d / "request.json")
         if not req or req.get("model") != request["model"] or req.get("data") != request["data"]:
             continue
         if _sampling(req.get("config", {})) != want_cfg:
@@ -102,7 +96,7 @@ def find_cached(request: dict, cache_root: str | Path) -> dict | None:
             continue
         queries = list(req.get("queries", []))
         for qm in sorted(d.glob("queries/*/COMPLETE")):  # the order Run.queries uses
-            queries += (_read_json(qm.parent / "queries.json") or {}).get("queries", [])
+            queries += (read_json(qm.parent / "queries.json") or {}).get("queries", [])
         for i, q in enumerate(queries):
             if json.dumps(q, sort_keys=True) == want_q:
                 return {"run_key": d.name, "query": i, "exact": True}

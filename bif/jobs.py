@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 
 from .errors import BIFError, Cancelled
+from .files import read_json, write_json
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -46,19 +47,6 @@ def job_dir(job_id: str, cache_root: str | Path) -> Path:
     return jobs_dir(cache_root) / job_id
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 # ------------------------------------------------------------------------------------------- the app's side
 
 
@@ -76,8 +64,8 @@ def create_job(request: dict, cache_root: str | Path) -> str:
     job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     d = job_dir(job_id, cache_root)
     d.mkdir(parents=True)
-    _write_json(d / "request.json", request)
-    _write_json(d / "status.json", {"state": "queued", "created": time.time()})
+    write_json(d / "request.json", request)
+    write_json(d / "status.json", {"state": "queued", "created": time.time()})
     return job_id
 
 
@@ -104,7 +92,7 @@ def start_job(request: dict, cache_root: str | Path) -> str:
         proc = subprocess.Popen(cmd, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                 cwd=root)
-    _write_json(d / "launcher.json", {"pid": proc.pid, "pid_start": _start_time(proc.pid)})
+    write_json(d / "launcher.json", {"pid": proc.pid, "pid_start": _start_time(proc.pid)})
     return job_id
 
 
@@ -113,8 +101,8 @@ def _merged_progress(d: Path) -> dict:
 
     Each rank reports the fraction of its own chains; the job's fraction is their mean, its ETA their maximum.
     """
-    main = _read_json(d / "progress.json") or {}
-    others = [p for p in (_read_json(f) for f in sorted(d.glob("progress.rank*.json"))) if p]
+    main = read_json(d / "progress.json") or {}
+    others = [p for p in (read_json(f) for f in sorted(d.glob("progress.rank*.json"))) if p]
     if not others or not main:
         return main
     ranks = [main, *others]
@@ -146,25 +134,25 @@ def job_status(job_id: str, cache_root: str | Path) -> dict:
     A job whose worker is gone without writing a final state is reported as failed.
     """
     d = job_dir(job_id, cache_root)
-    status = _read_json(d / "status.json")
+    status = read_json(d / "status.json")
     if status is None:
         return {"id": job_id, "state": "failed", "message": f"Job {job_id} not found.", "progress": {},
                 "request": None, "result": None, "log": str(d / "log.txt")}
     state = status.get("state", "failed")
     message = status.get("message", "")
-    proc = status if status.get("pid") else _read_json(d / "launcher.json") or {}
+    proc = status if status.get("pid") else read_json(d / "launcher.json") or {}
     never_started = not proc.get("pid") and time.time() - status.get("created", 0) > 60
     if state in ACTIVE and (never_started or proc.get("pid") and not _alive(proc["pid"], proc.get("pid_start"))):
         # re-read: the worker may have finished between the two reads
-        status = _read_json(d / "status.json") or status
+        status = read_json(d / "status.json") or status
         state = status.get("state", state)
         if state in ACTIVE:
             cancelled = (d / "cancel").exists()
             state = "cancelled" if cancelled else "failed"
             message = "Cancelled." if cancelled else DIED.format(log=d / "log.txt")
-            _write_json(d / "status.json", {**status, "state": state, "message": message, "finished": time.time()})
+            write_json(d / "status.json", {**status, "state": state, "message": message, "finished": time.time()})
     return {"id": job_id, "state": state, "message": message, "progress": _merged_progress(d),
-            "request": _read_json(d / "request.json"), "result": status.get("result"),
+            "request": read_json(d / "request.json"), "result": status.get("result"),
             "created": status.get("created"), "finished": status.get("finished"), "log": str(d / "log.txt")}
 
 
@@ -241,7 +229,7 @@ class ProgressWriter:
 
     def flush(self) -> None:
         self.last_write = time.time()
-        _write_json(self.dir / self.name, self.state)
+        write_json(self.dir / self.name, self.state)
 
 
 def _follower(d: Path) -> str:
@@ -270,9 +258,9 @@ def run_job(d: str | Path) -> str:
     d = Path(d)
     if int(os.environ.get("RANK", "0")) > 0:
         return _follower(d)
-    status = _read_json(d / "status.json") or {}
+    status = read_json(d / "status.json") or {}
     status.update(state="running", pid=os.getpid(), pid_start=_start_time(os.getpid()), started=time.time())
-    _write_json(d / "status.json", status)
+    write_json(d / "status.json", status)
     progress = ProgressWriter(d)
     try:
         from . import runs
@@ -300,7 +288,7 @@ def run_job(d: str | Path) -> str:
         message = str(e) if isinstance(e, BIFError) else INTERNAL.format(kind=type(e).__name__, log=d / "log.txt")
         status.update(state="cancelled" if isinstance(e, Cancelled) else "failed", message=message)
     status["finished"] = time.time()
-    _write_json(d / "status.json", status)
+    write_json(d / "status.json", status)
     return status["state"]
 
 

@@ -12,7 +12,8 @@ from .data import Query, load_texts, tokenize_queries, tokenize_texts
 from .errors import ReplayMismatch
 from .examples import lm_token_loss, score_examples
 from .models import ModelSpec, load_model
-from .runs import Run, _atomic_json, _atomic_save, _hash, _overall, open_run
+from .files import write_json
+from .runs import Run, _atomic_save, _hash, _overall, open_run
 from .sampler import Progress, resolve_device, sample_chain
 from .scale import ScaleOptions, apply_weights_dtype
 from .trace import save_chain
@@ -49,7 +50,7 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
     with FileLock(str(qdir / "lock")):
         if not (qdir / "COMPLETE").exists():
             init = score_examples(loaded.model, lm_token_loss, qex, config.score_batch_size, device).cpu()
-            _atomic_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens})
+            write_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens})
             _atomic_save({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
                          qdir / "examples.safetensors")
             for c in range(config.chains):

@@ -37,6 +37,7 @@ from .config import SamplerConfig
 from .data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from .errors import CacheError
 from .examples import Examples, lm_token_loss, score_examples
+from .files import write_json
 from .models import LoadedModel, ModelSpec, load_model
 from .sampler import Progress, resolve_device, run_chain
 from .scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
@@ -318,19 +319,13 @@ def _write_inputs(run_dir: Path, prep: _Prepared) -> None:
     cfg = SamplerConfig.from_dict(prep.request["config"])
     init = {k: score_examples(lm, lm_token_loss, ex, cfg.score_batch_size, device).cpu()
             for k, ex in (("train", prep.scored), ("query", prep.queries))}
-    _atomic_json(run_dir / "request.json", {**prep.request, "created": time.time(), "device": str(device)})
-    _atomic_json(run_dir / "texts.json", {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
+    write_json(run_dir / "request.json", {**prep.request, "created": time.time(), "device": str(device)})
+    write_json(run_dir / "texts.json", {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
                                           "query_tokens": prep.queries.tokens})
     _atomic_save({"train.input_ids": prep.scored.inputs["input_ids"], "train.mask": prep.scored.mask,
                   "query.input_ids": prep.queries.inputs["input_ids"], "query.mask": prep.queries.mask},
                  run_dir / "examples.safetensors")
     _atomic_save({"train": init["train"], "query": init["query"]}, run_dir / "init.safetensors")
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
 
 
 def _atomic_save(tensors: dict, path: Path) -> None:

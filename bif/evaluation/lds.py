@@ -25,6 +25,7 @@ import numpy as np
 from safetensors.torch import load_file, save_file
 from scipy import stats
 
+from ..files import read_json, write_json
 from .benchmark import Benchmark, query_losses, train_recipe
 
 
@@ -125,13 +126,13 @@ def retrain_losses(bench: Benchmark, subsets: np.ndarray, seeds: list[int],
     for m, subset in enumerate(subsets):
         for j, seed in enumerate(seeds):
             path = out_dir / f"{_retrain_key(bench, subset, seed)}.json"
-            rec = _load(path)
+            rec = read_json(path)
             weights = path.with_suffix(".safetensors")
             if rec is not None and qex.fingerprint not in rec["query_losses"] and weights.exists():
                 model = bench.fresh_model(seed)  # new queries on a stored retrain: no training needed
                 model.load_state_dict(load_file(str(weights)), strict=False)
                 rec["query_losses"][qex.fingerprint] = query_losses(model, qex).tolist()
-                _save(path, rec)
+                write_json(path, rec)
             if rec is None or qex.fingerprint not in rec["query_losses"]:
                 texts = [bench.texts[i] for i in np.flatnonzero(subset)]
                 model, loss, secs, _ = train_recipe(bench.spec, bench.tokenizer, texts, seed)
@@ -142,7 +143,7 @@ def retrain_losses(bench: Benchmark, subsets: np.ndarray, seeds: list[int],
                 rec = rec or {"ids": [bench.conv_ids[i] for i in np.flatnonzero(subset)], "seed": seed,
                               "seconds": secs, "train_loss": loss, "query_losses": {}}
                 rec["query_losses"][qex.fingerprint] = ql
-                _save(path, rec)
+                write_json(path, rec)
                 done_now += 1
                 eta = (time.perf_counter() - t_start) / done_now * (todo - done_now)
                 log(f"retrain {done_now}/{todo}: subset {m} seed {seed}: {secs:.1f}s, train loss {loss:.3f}, "
@@ -152,19 +153,6 @@ def retrain_losses(bench: Benchmark, subsets: np.ndarray, seeds: list[int],
     return losses, records
 
 
-def _save(path: Path, rec: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec))
-    tmp.replace(path)
-
-
-def _load(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _has(path: Path, fingerprint: str) -> bool:
-    rec = _load(path)
+    rec = read_json(path)
     return rec is not None and fingerprint in rec.get("query_losses", {})
