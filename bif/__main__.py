@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import sys
@@ -45,18 +44,9 @@ def _bar():
 
 
 def _config(args):
-    from .config import SamplerConfig, preset
-    from .errors import ConfigError
+    from .config import parse_settings, preset
 
-    overrides = {}
-    fields = {f.name: f for f in dataclasses.fields(SamplerConfig)}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if key not in fields:
-            raise ConfigError(f"--set {key}: unknown setting. Known: {', '.join(fields)}")
-        overrides[key] = tuple(value.split(",")) if key == "param_patterns" else json.loads(value) \
-            if value[:1] in "0123456789-[" or value in ("true", "false") else value
-    return preset(args.preset, **overrides)
+    return preset(args.preset, **parse_settings(args.set))
 
 
 def cmd_demo(args) -> None:

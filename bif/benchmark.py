@@ -186,13 +186,10 @@ def fresh_clone_to_first_run(repo: Path) -> dict:
 
 
 def _overrides(args) -> dict:
-    """--set KEY=VALUE pairs for the preset, as the run command parses them."""
-    from .__main__ import _config
-    from .config import preset
+    """The --set KEY=VALUE changes to the preset."""
+    from .config import parse_settings
 
-    base = preset(args.preset)
-    changed = _config(args)
-    return {k: v for k, v in changed.to_dict().items() if v != base.to_dict()[k]}
+    return parse_settings(args.set)
 
 
 def main(args) -> None:

@@ -158,6 +158,21 @@ PRESETS: dict[str, SamplerConfig] = {
 }
 
 
+def parse_settings(items: list[str] | None) -> dict:
+    """'KEY=VALUE' strings (the CLI's --set) -> {field: value}; numbers and lists as JSON, patterns comma-separated."""
+    import json
+
+    known = {f.name for f in dataclasses.fields(SamplerConfig)}
+    out = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        if key not in known:
+            raise ConfigError(f"--set {key}: unknown setting. Known: {', '.join(sorted(known))}")
+        out[key] = tuple(value.split(",")) if key == "param_patterns" else json.loads(value) \
+            if value[:1] in "0123456789-[" or value in ("true", "false") else value
+    return out
+
+
 def preset(name: str, **overrides) -> SamplerConfig:
     """A preset by name, optionally with some fields replaced."""
     if name not in PRESETS:
