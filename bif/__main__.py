@@ -212,6 +212,18 @@ def cmd_delete(args) -> None:
     print(f"deleted {args.key}")
 
 
+def cmd_verify(args) -> int:
+    from .catalog import list_runs, verify_run
+
+    keys = args.keys or [r["key"] for r in list_runs(args.cache) if r["complete"]]
+    corrupt = 0
+    for key in keys:
+        bad = verify_run(key, args.cache)
+        corrupt += bool(bad)
+        print(f"{key}  " + ("intact" if not bad else f"CORRUPT: {', '.join(bad)} changed (delete and recompute)"))
+    return 1 if corrupt else 0
+
+
 def cmd_bench(args) -> None:
     from .benchmark import main as bench_main
 
@@ -259,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("delete", help="delete a cached run")
     dl.add_argument("key")
     dl.set_defaults(fn=cmd_delete)
+    v = sub.add_parser("verify", help="hash every file of finished runs again (all, or the given keys)")
+    v.add_argument("keys", nargs="*")
+    v.set_defaults(fn=cmd_verify)
     b = sub.add_parser("bench", help="speed and seed-to-seed agreement of a preset (prints the README's figures)")
     b.add_argument("--preset", default="demo-cpu")
     b.add_argument("--quick", action="store_true", help="smaller measurement, for a smoke check")

@@ -96,6 +96,7 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
     from .builtin import DEMO_QUERIES
     from .config import preset
     from .data import DataSpec, Query
+    from .diagnostics import diagnose
     from .estimators import jaccard
     from .models import ModelSpec
     from .runs import compute_run
@@ -124,8 +125,12 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
         rows.append({"prompt": q["prompt"], "flagged": [len(f) for f in flagged],
                      "jaccard": jaccard(sorted(flagged[0]), sorted(flagged[1])), "source_rank": ranks})
     cfg = runs[0].config
+    # agreement bought by leaving the basin is not the local BIF: report each run's verdict next to it
+    health = [diagnose(run.trace(0)[0], cfg.nbeta, cfg.burn_in) for run in runs]
     return {"preset": preset_name, "config": cfg.to_dict(), "seconds_per_run": seconds, "queries": rows,
-            "n_scored": len(runs[0].train_ids)}
+            "n_scored": len(runs[0].train_ids),
+            "health": [{"verdict": d.verdict, "init_loss": d.init_loss, "kept_loss": d.kept_loss,
+                        "ess_per_draw": d.ess_per_draw} for d in health]}
 
 
 SCAN = ({"step_size": 1e-4}, {"step_size": 3e-4}, {"step_size": 1e-4, "steps_between": 4}, {"step_size": 3e-4, "gamma": 10000.0})
@@ -220,6 +225,9 @@ def main(args) -> None:
     agree = seed_agreement(args.preset, args.cache, quick=args.quick, overrides=_overrides(args))
     print(f"\nseed-to-seed agreement, preset {args.preset}, {agree['n_scored']} scored samples, "
           f"{np.median(agree['seconds_per_run']):.0f} s of sampling + scoring per run (one thread, chains in turn):")
+    for s, h in enumerate(agree["health"]):
+        print(f"seed {s}: diagnose verdict {h['verdict']!r}, sampling loss {h['init_loss']:.2f} at w* -> "
+              f"{h['kept_loss']:.2f} over kept draws, ESS/draw {h['ess_per_draw']:.2f}")
     print("| query | flagged (seed 0, seed 1) | Jaccard | source rank (seed 0, seed 1) |\n|---|---|---|---|")
     for r in agree["queries"]:
         j = "n/a (none flagged)" if r["jaccard"] is None else f"{r['jaccard']:.2f}"

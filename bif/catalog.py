@@ -1,4 +1,4 @@
-"""The runs in a cache: find one by its request (with or without loading the model), list them, delete one."""
+"""The runs in a cache: find one by its request (with or without loading the model), list, verify, delete."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .config import SamplerConfig
 from .data import DataSpec, Query
-from .errors import ConfigError
-from .files import read_json
+from .errors import CacheError, ConfigError
+from .files import changed_files, read_json
 from .models import ModelSpec
 from .runs import _prepare
 from .scale import ScaleOptions
@@ -45,13 +45,32 @@ def list_runs(cache_root: str | Path = "cache") -> list[dict]:
     return sorted(out, key=lambda r: -r["created"])
 
 
-def delete_run(key: str, cache_root: str | Path = "cache") -> None:
-    """Remove a run directory. Refuses keys that are not run directories (no path tricks)."""
+def verify_run(key: str, cache_root: str | Path = "cache") -> list[str]:
+    """Hash every file of a finished run and its added query sets again (e.g. after copying it from a cluster).
+
+    Returns the paths (relative to the run) that are missing or changed; [] when the run is intact.
+    CacheError if the run is not finished."""
+    d = _run_dir(key, cache_root)
+    if not (d / "COMPLETE").exists():
+        raise CacheError(f"Run {key} is not complete; nothing to verify. Start it again to resume, or delete it.")
+    bad = changed_files(d, rehash=True)
+    for marker in sorted(d.glob("queries/*/COMPLETE")):
+        bad += [f"queries/{marker.parent.name}/{n}" for n in changed_files(marker.parent, rehash=True)]
+    return bad
+
+
+def _run_dir(key: str, cache_root: str | Path) -> Path:
+    """The directory of run `key`; ConfigError for keys that are not run directories (no path tricks)."""
     runs = (Path(cache_root) / "runs").resolve()
     d = (runs / key).resolve()
     if d.parent != runs or not d.is_dir():
         raise ConfigError(f"No run {key!r} in {runs}.")
-    shutil.rmtree(d)
+    return d
+
+
+def delete_run(key: str, cache_root: str | Path = "cache") -> None:
+    """Remove a run directory. Refuses keys that are not run directories (no path tricks)."""
+    shutil.rmtree(_run_dir(key, cache_root))
 
 
 def _sampling(config: dict) -> dict | None:

@@ -160,6 +160,44 @@ def score_batches(model: torch.nn.Module, loss_fn: LossFn, examples: Examples, b
     return out
 
 
+def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observed: dict[str, Examples],
+                    batch_size: int, device, run_dir: Path) -> dict[str, torch.Tensor] | None:
+    """Losses at w* of every observed set, {name: (n, P) float32 on the CPU}, returned on rank 0 (None elsewhere).
+
+    The W processes share the work: rank r scores every W-th scoring batch (the batches of `score_examples`, so
+    the numbers equal a single process's) and writes parts/init.rank-r-of-W.safetensors; rank 0 assembles them.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from .examples import score_examples
+
+    if dist.world == 1:
+        return {k: score_examples(model, loss_fn, ex, batch_size, device).cpu() for k, ex in observed.items()}
+    part = Path(run_dir) / "parts" / f"init.rank-{dist.rank}-of-{dist.world}.safetensors"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    mine = {}
+    for k, ex in observed.items():
+        batches = scoring_batches(ex, batch_size)[dist.rank::dist.world]
+        rows = torch.cat(batches) if batches else torch.zeros(0, dtype=torch.long)
+        mine[f"rows.{k}"] = rows
+        mine[f"losses.{k}"] = score_batches(model, loss_fn, ex, batches, device).cpu()
+    tmp = part.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in mine.items()}, str(tmp))
+    tmp.replace(part)
+    dist.barrier()
+    if not dist.is_main:
+        return None
+    out = {k: torch.zeros(len(ex), ex.positions, dtype=torch.float32) for k, ex in observed.items()}
+    parts = [part.with_name(f"init.rank-{r}-of-{dist.world}.safetensors") for r in range(dist.world)]
+    for path in parts:
+        t = load_file(str(path))
+        for k in observed:
+            out[k][t[f"rows.{k}"]] = t[f"losses.{k}"]
+    for path in parts:
+        path.unlink()
+    return out
+
+
 def part_path(run_dir: Path, chain: int, index: int, count: int) -> Path:
     return Path(run_dir) / "parts" / f"chain_{chain:03d}.shard-{index}-of-{count}.safetensors"
 

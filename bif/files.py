@@ -1,9 +1,12 @@
-"""Small JSON files that other processes read while they are written: atomic writes, forgiving reads."""
+"""Small JSON files that other processes read while they are written (atomic writes, forgiving reads), and the
+checksums that seal a finished run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 
@@ -20,3 +23,61 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+# ------------------------------------------------------------------------ checksums of finished runs (COMPLETE)
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def seal(folder: Path, names: list[str]) -> None:
+    """Write folder/COMPLETE last: {name: sha256} of the given files. Its presence marks the folder finished."""
+    write_json(folder / "COMPLETE", {n: sha256(folder / n) for n in names})
+
+
+def changed_files(folder: Path, rehash: bool = False) -> list[str]:
+    """The files of a sealed folder that are missing or whose sha256 differs from COMPLETE's.
+
+    A file is hashed again only when its size or modification time differ from the last time it was found
+    intact (recorded in folder/VERIFIED, like git's index), so opening a large run twice does not read it twice;
+    `rehash` hashes everything. As in git, a file modified less than RACY_S ago is not recorded (timestamps are
+    coarse: a same-size edit within the same clock tick would look unchanged). An edit that restores both size
+    and mtime is only caught with `rehash`.
+    A COMPLETE without checksums (older replayed query sets) has nothing to check.
+    """
+    sums = read_json(folder / "COMPLETE")
+    if not isinstance(sums, dict):
+        return []
+    known = {} if rehash else (read_json(folder / VERIFIED) or {})
+    bad, seen = [], {}
+    for name, digest in sums.items():
+        path = folder / name
+        if not path.exists():
+            bad.append(name)
+            continue
+        stamp = _stamp(path)
+        if known.get(name) == [*stamp, digest] or sha256(path) == digest:
+            if time.time_ns() - stamp[1] > RACY_S * 1e9:
+                seen[name] = [*stamp, digest]
+        else:
+            bad.append(name)
+    if seen != known:
+        try:
+            write_json(folder / VERIFIED, seen)
+        except OSError:  # a read-only cache: just hash again next time
+            pass
+    return bad
+
+
+VERIFIED = "VERIFIED"
+RACY_S = 2.0
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]

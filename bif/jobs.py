@@ -117,12 +117,12 @@ def _merged_progress(d: Path) -> dict:
 def default_procs(request: dict) -> int:
     """Worker processes for a job: on CPU one per core up to the number of chains (at most 4); else 1.
 
-    Chains are independent, so on a 2-core machine two single-threaded processes nearly halve the wall time.
-    A replay (new query on a cached run) runs in one process.
+    Chains are independent, so on a 2-core machine two single-threaded processes nearly halve the wall time;
+    a replay (new query on a cached run) spreads its chains the same way.
     """
     import torch
 
-    if request.get("kind") != "run" or torch.cuda.is_available():
+    if torch.cuda.is_available():
         return 1
     chains = int(request.get("config", {}).get("chains", 1))
     return max(1, min(chains, os.cpu_count() or 1, 4))
@@ -240,12 +240,18 @@ def _follower(d: Path) -> str:
     from .config import SamplerConfig
     from .data import DataSpec, Query
     from .models import ModelSpec
+    from .replay import add_queries
 
     progress = ProgressWriter(d, f"progress.rank{os.environ['RANK']}.json")  # also raises on cancel
     req = json.loads((d / "request.json").read_text())
     try:
-        runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), [Query(**q) for q in req["queries"]],
-                         SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
+        queries = [Query(**q) for q in req["queries"]]
+        if req["kind"] == "replay":
+            run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"], verify=False)  # rank 0 checks
+            add_queries(run, queries, req["cache_root"], progress)
+        else:
+            runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
+                             SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
         progress.state.update(fraction=1.0, eta_s=0.0)
         progress.flush()
     except Cancelled:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
+from . import distributed
 from .data import Query, load_texts, tokenize_queries, tokenize_texts
-from .errors import ReplayMismatch
+from .errors import BIFError, ReplayMismatch
 from .examples import lm_token_loss, score_examples
+from .files import seal, write_json
 from .models import ModelSpec, load_model
-from .files import write_json
 from .runs import Run, _atomic_save, _hash, _overall, open_run
 from .sampler import Progress, resolve_device, sample_chain
 from .scale import ScaleOptions, apply_weights_dtype
@@ -20,17 +22,20 @@ from .trace import save_chain
 
 
 def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",
-                progress: Progress | None = None, tolerance: float = 1e-5) -> Run:
+                progress: Progress | None = None, tolerance: float = 1e-5,
+                dist: distributed.Dist | None = None) -> Run:
     """New queries on a finished run without re-scoring the training set.
 
     Replays every seeded chain, scoring only the new queries, and checks that the replayed sampling losses match
     the stored ones (max relative difference ≤ tolerance); ReplayMismatch if not (other device, other library
     versions, changed model files). Returns the run reopened with the new query set appended.
+    Under torchrun every process calls this with the same arguments and replays chains rank, rank + W, ...
     """
     known = {json.dumps(q.to_dict(), sort_keys=True) for q in run.queries}
     new = [q for q in queries if json.dumps(q.to_dict(), sort_keys=True) not in known]
     if not new:
         return run
+    dist = dist or distributed.current()
     config = run.config
     model = ModelSpec(**run.request["model"])
     device = resolve_device(config.device)
@@ -47,26 +52,47 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
     qex = tokenize_queries(loaded.tokenizer, new, loaded.max_length)
     qdir = run.dir / "queries" / _hash([q.to_dict() for q in new])
     qdir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(qdir / "lock")):
-        if not (qdir / "COMPLETE").exists():
+    with contextlib.ExitStack() as stack:
+        if dist.is_main:
+            stack.enter_context(FileLock(str(qdir / "lock")))
+        dist.barrier()
+        if dist.all_ok((qdir / "COMPLETE").exists()):
+            return open_run(run.dir, verify=dist.is_main)
+        if dist.is_main:
             init = score_examples(loaded.model, lm_token_loss, qex, config.score_batch_size, device).cpu()
             write_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens})
             _atomic_save({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
                          qdir / "examples.safetensors")
-            for c in range(config.chains):
+        mine = list(range(dist.rank, config.chains, dist.world))
+        failure = None
+        try:
+            for pos, c in enumerate(mine):
                 path = qdir / f"chain_{c:03d}.safetensors"
-                if path.exists():
-                    continue
-                chain = sample_chain(loaded.model, lm_token_loss, train_all, {"query": qex}, config, c,
-                                     _overall(progress, c, config), device, scale)
-                stored = run.sampling_loss[c]
-                diff = np.abs(chain.sampling_loss.numpy() - stored) / np.maximum(np.abs(stored), 1e-12)
-                if not np.all(diff <= tolerance):
-                    raise ReplayMismatch(
-                        f"Replaying chain {c} did not reproduce the stored sampling losses (max relative difference "
-                        f"{diff.max():.2e} at step {int(diff.argmax())}). The run was probably computed on another "
-                        f"device or library version (stored: {run.request.get('device')}, now: {device}). "
-                        "Start a new run with these queries instead.")
-                save_chain(path, chain, config.trace_dtype)
-            (qdir / "COMPLETE").write_text("ok")
-    return open_run(run.dir)
+                if not path.exists():
+                    _replay_chain(run, loaded.model, train_all, qex, c, path, device, scale, tolerance,
+                                  _overall(progress, c, config, pos, len(mine)))
+        except BIFError as e:  # every rank must learn of it, or the others wait at the barrier forever
+            failure = e
+        if not dist.all_ok(failure is None):
+            raise failure or ReplayMismatch("Another process could not reproduce its chains; see its message.")
+        if dist.is_main:
+            seal(qdir, ["queries.json", "examples.safetensors"] +
+                 [f"chain_{c:03d}.safetensors" for c in range(config.chains)])
+        dist.barrier()
+    return open_run(run.dir, verify=dist.is_main)
+
+
+def _replay_chain(run: Run, model, train_all, qex, chain: int, path: Path, device, scale, tolerance: float,
+                  progress: Progress | None) -> None:
+    """Sample chain `chain` again scoring only the queries; save it if it reproduces the stored sampling losses."""
+    config = run.config
+    replayed = sample_chain(model, lm_token_loss, train_all, {"query": qex}, config, chain, progress, device, scale)
+    stored = run.sampling_loss[chain]
+    diff = np.abs(replayed.sampling_loss.numpy() - stored) / np.maximum(np.abs(stored), 1e-12)
+    if not np.all(diff <= tolerance):
+        raise ReplayMismatch(
+            f"Replaying chain {chain} did not reproduce the stored sampling losses (max relative difference "
+            f"{diff.max():.2e} at step {int(diff.argmax())}). The run was probably computed on another device or "
+            f"library version (stored: {run.request.get('device')}, now: {device}). "
+            "Start a new run with these queries instead.")
+    save_chain(path, replayed, config.trace_dtype)

@@ -37,7 +37,7 @@ from .config import SamplerConfig
 from .data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from .errors import CacheError
 from .examples import Examples, lm_token_loss, score_examples
-from .files import write_json
+from .files import changed_files, seal, write_json
 from .models import LoadedModel, ModelSpec, load_model
 from .sampler import Progress, resolve_device, run_chain
 from .scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
@@ -51,14 +51,6 @@ log = logging.getLogger("bif")
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -185,8 +177,12 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
             return open_run(run_dir, verify=dist.is_main)
         plan = distributed.make_plan(config.chains, dist.world, scale.chain_groups)
         _check_memory(prep, config, scale, dist, plan, device, run_dir)
-        if dist.is_main:
-            _write_inputs(run_dir, prep)
+        if not dist.all_ok((run_dir / "init.safetensors").exists()):  # written last: on resume all are there
+            observed = {"train": prep.scored, "query": prep.queries}
+            init = distributed.score_at_w_star(dist, prep.loaded.model, lm_token_loss, observed,
+                                               config.score_batch_size, device, run_dir)
+            if dist.is_main:
+                _write_inputs(run_dir, prep, init)
         dist.barrier()
         _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress)
         dist.barrier()
@@ -197,8 +193,7 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
             shutil.rmtree(run_dir / "parts", ignore_errors=True)
             for stale in run_dir.glob("*.partial"):
                 stale.unlink()
-            files = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".safetensors"))
-            (run_dir / "COMPLETE").write_text(json.dumps({n: _sha(run_dir / n) for n in files}))
+            seal(run_dir, sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".safetensors")))
         dist.barrier()
     return open_run(run_dir, verify=dist.is_main)  # the other ranks trust rank 0's checksums
 
@@ -312,13 +307,9 @@ def _overall(progress: Progress | None, chain: int, config: SamplerConfig, posit
     return report
 
 
-def _write_inputs(run_dir: Path, prep: _Prepared) -> None:
-    """request.json, examples, texts and losses at w* (rewritten identically on resume)."""
-    lm = prep.loaded.model
-    device = next(lm.parameters()).device
-    cfg = SamplerConfig.from_dict(prep.request["config"])
-    init = {k: score_examples(lm, lm_token_loss, ex, cfg.score_batch_size, device).cpu()
-            for k, ex in (("train", prep.scored), ("query", prep.queries))}
+def _write_inputs(run_dir: Path, prep: _Prepared, init: dict[str, torch.Tensor]) -> None:
+    """request.json, examples, texts, and `init` (losses at w*, written last: its presence marks the inputs done)."""
+    device = next(prep.loaded.model.parameters()).device
     write_json(run_dir / "request.json", {**prep.request, "created": time.time(), "device": str(device)})
     write_json(run_dir / "texts.json", {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
                                           "query_tokens": prep.queries.tokens})
@@ -334,8 +325,11 @@ def _atomic_save(tensors: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def open_run(run_dir: str | Path, verify: bool = True, mmap: bool | None = None) -> Run:
+def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None = None) -> Run:
     """Open a finished run; CacheError if it is incomplete or a file changed since it was written.
+
+    `verify`: True checks the checksums of files whose size or mtime changed since they were last found intact
+    (bif.files.changed_files), "full" hashes every file, False trusts the files.
 
     `mmap`: memory-map the training trace (`Run.train_losses` is then a ChainStack, read on demand) instead of
     loading it; default: when the chain files exceed BIF_MMAP_BYTES (1 GiB). Use `bif.stream` for estimators
@@ -347,13 +341,13 @@ def open_run(run_dir: str | Path, verify: bool = True, mmap: bool | None = None)
         raise CacheError(f"Run {run_dir.name} is not complete (interrupted or still running). "
                          "Start it again to resume, or delete it.")
     try:
-        sums = json.loads(marker.read_text())
+        json.loads(marker.read_text())  # a damaged marker is a damaged run
         request = json.loads((run_dir / "request.json").read_text())
         texts = json.loads((run_dir / "texts.json").read_text())
     except (OSError, ValueError) as e:
         raise CacheError(f"Run {run_dir.name} is damaged ({e}). Delete it and compute it again.") from e
     if verify:
-        bad = [n for n, s in sums.items() if not (run_dir / n).exists() or _sha(run_dir / n) != s]
+        bad = changed_files(run_dir, rehash=verify == "full")
         if bad:
             raise CacheError(f"Run {run_dir.name} is corrupt: {bad} changed after it was written. "
                              "Delete it and compute it again.")
@@ -386,11 +380,14 @@ def open_run(run_dir: str | Path, verify: bool = True, mmap: bool | None = None)
               train_ids=request["scored_ids"], sampling_loss=sampling_loss,
               query_sets=[own])
     for qdir in sorted((run_dir / "queries").glob("*/COMPLETE")) if (run_dir / "queries").exists() else []:
-        run.query_sets.append(_open_query_set(qdir.parent, config))
+        run.query_sets.append(_open_query_set(qdir.parent, config, verify))
     return run
 
 
-def _open_query_set(qdir: Path, config: SamplerConfig) -> QuerySet:
+def _open_query_set(qdir: Path, config: SamplerConfig, verify: bool | str = True) -> QuerySet:
+    if verify and (bad := changed_files(qdir, rehash=verify == "full")):
+        raise CacheError(f"Query set {qdir.name} of run {qdir.parent.parent.name} is corrupt: {bad} changed after "
+                         f"it was written. Delete the folder {qdir} and add the query again.")
     meta = json.loads((qdir / "queries.json").read_text())
     chains = [load_chain(qdir / f"chain_{c:03d}.safetensors", ["query"], config.draws, config.steps_per_chain)
               for c in range(config.chains)]

@@ -1,4 +1,4 @@
-"""The command line on the tiny model: run, top, export (CSV and JSON), runs, delete, and a clear error."""
+"""The command line on the tiny model: run, top, export (CSV and JSON), runs, verify, delete, and a clear error."""
 
 import csv
 import json
@@ -30,6 +30,14 @@ def test_run_top_export_delete(tiny_lm, tiny_corpus, tmp_path):
     j = json.loads(cli("export", key, "--format", "json", cache=tmp_path).stdout)
     assert j["request"]["config"]["draws"] == 12 and len(j["rows"]) == 40
     assert key in cli("runs", cache=tmp_path).stdout
+    v = cli("verify", cache=tmp_path)
+    assert v.returncode == 0 and f"{key}  intact" in v.stdout
+    chain = tmp_path / "runs" / key / "chain_000.safetensors"
+    data = bytearray(chain.read_bytes())
+    data[-3] ^= 0xFF
+    chain.write_bytes(bytes(data))
+    v = cli("verify", key, cache=tmp_path)
+    assert v.returncode == 1 and "CORRUPT: chain_000.safetensors" in v.stdout
     assert cli("delete", key, cache=tmp_path).returncode == 0
     assert key not in cli("runs", cache=tmp_path).stdout
 

@@ -1,6 +1,8 @@
 """Distributed runs: the plan, shards merged into one trace, resume per shard, and a real 2-process gloo run."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from bif.errors import ConfigError
 from bif.trace import ChainWriter, open_chain
 
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
+OTHER = bif.Query("User: what is 2 plus 2?\nBot:", " 4")
 
 
 def request(tiny_lm, tiny_corpus, **cfg):
@@ -57,7 +60,10 @@ def _prepared(tiny_lm, tiny_corpus, cache, **cfg):
     prep = runs._prepare(model, data, queries, cfg, Path(cache), None, torch.device("cpu"))
     run_dir = Path(cache) / "runs" / prep.key
     run_dir.mkdir(parents=True)
-    runs._write_inputs(run_dir, prep)
+    observed = {"train": prep.scored, "query": prep.queries}
+    init = distributed.score_at_w_star(Dist(), prep.loaded.model, bif.lm_token_loss, observed, cfg.score_batch_size,
+                                       "cpu", run_dir)
+    runs._write_inputs(run_dir, prep, init)
     return prep, cfg, run_dir
 
 
@@ -126,4 +132,34 @@ def test_torchrun_two_processes_give_the_single_process_trace(tiny_lm, tiny_corp
     np.testing.assert_allclose(dist.train_losses, single.train_losses, rtol=1e-6, atol=0)
     np.testing.assert_allclose(dist.query_sets[0].losses, single.query_sets[0].losses, rtol=1e-6, atol=0)
     np.testing.assert_array_equal(dist.sampling_loss, single.sampling_loss)
+    np.testing.assert_allclose(dist.train_init, single.train_init, rtol=1e-6, atol=0)  # w* scored by both ranks
+    np.testing.assert_allclose(dist.query_sets[0].init, single.query_sets[0].init, rtol=1e-6, atol=0)
     assert not (dist.dir / "parts").exists()
+
+
+def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tiny_lm, tiny_corpus, tmp_path):
+    """A new query on a cached run, replayed by a 2-process job (`torchrun ... -m bif.jobs DIR`, as the app starts
+    it on CPU): each rank replays one chain; the result equals a single-process replay."""
+    from bif import jobs
+
+    model, data, queries, cfg = request(tiny_lm, tiny_corpus)
+    run = bif.compute_run(model, data, queries, cfg, cache_root=tmp_path / "one")
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    one = bif.add_queries(run, [OTHER], cache_root=tmp_path / "one")
+    req = jobs.make_request("replay", model.to_dict(), data.to_dict(), [OTHER.to_dict()], cfg.to_dict(),
+                            tmp_path / "two", run_key=run.key)
+    assert jobs.default_procs(req) == min(2, os.cpu_count() or 1), "a replay spreads its chains like a run"
+    job = jobs.create_job(req, tmp_path / "two")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bif.jobs",
+           str(jobs.job_dir(job, tmp_path / "two"))]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    status = jobs.job_status(job, tmp_path / "two")
+    assert out.returncode == 0 and status["state"] == "done", out.stdout[-3000:] + out.stderr[-3000:]
+    rank1 = json.loads((jobs.job_dir(job, tmp_path / "two") / "progress.rank1.json").read_text())
+    assert list(rank1["history"]) == ["1"], "rank 1 replayed chain 1 (and only it)"
+    two = bif.open_run(tmp_path / "two" / "runs" / run.key)
+    assert two.queries == one.queries
+    np.testing.assert_allclose(two.query_sets[1].losses, one.query_sets[1].losses, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(two.query_sets[1].init, one.query_sets[1].init)

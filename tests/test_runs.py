@@ -1,6 +1,7 @@
 """The run cache: round trip, reuse, corruption, interruption and resume, concurrency, replay, bad input."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,38 @@ def test_corruption_is_detected(tiny_lm, tiny_corpus, tmp_path):
     chain.write_bytes(bytes(data))
     with pytest.raises(CacheError, match="corrupt"):
         bif.open_run(run.dir)
+
+
+def test_reopening_hashes_only_files_whose_size_or_mtime_changed(tiny_lm, tiny_corpus, tmp_path, monkeypatch):
+    from bif import files
+
+    run = bif.compute_run(*request(tiny_lm, tiny_corpus), cache_root=tmp_path)
+    old = run.dir.stat().st_mtime - 60  # older than files.RACY_S, so a verified file's stamp may be recorded
+    for p in run.dir.iterdir():
+        os.utime(p, (old, old))
+    hashed = []
+    monkeypatch.setattr(files, "sha256", lambda p, real=files.sha256: hashed.append(Path(p).name) or real(p))
+    bif.open_run(run.dir)
+    assert "chain_000.safetensors" in hashed, "the first open after sealing checks every file"
+    hashed.clear()
+    bif.open_run(run.dir)
+    assert hashed == [], "an unchanged run is not read again"
+    def flip_a_byte(path):  # same size, new mtime
+        data = bytearray(path.read_bytes())
+        data[-5] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    flip_a_byte(run.dir / "chain_001.safetensors")
+    with pytest.raises(CacheError, match="corrupt"):
+        bif.open_run(run.dir)
+    assert hashed == ["chain_001.safetensors"]
+    hidden = run.dir / "chain_000.safetensors"
+    flip_a_byte(hidden)
+    os.utime(hidden, (old, old))  # an edit that hides itself: same size and mtime as the intact file
+    with pytest.raises(CacheError, match=r"\['chain_001.safetensors'\]"):
+        bif.open_run(run.dir)  # the stat check misses chain_000 ...
+    with pytest.raises(CacheError, match="chain_000.safetensors', 'chain_001"):
+        bif.open_run(run.dir, verify="full")  # ... hashing everything does not
 
 
 def test_interrupted_run_resumes_chain_by_chain_and_equals_uninterrupted(tiny_lm, tiny_corpus, tmp_path):
@@ -100,6 +133,12 @@ def test_new_query_by_replay_equals_computing_it_with_the_run(tiny_lm, tiny_corp
     np.testing.assert_allclose(trace.losses["query"][:, :, row], both.query_sets[0].losses[:, :, 1], rtol=1e-6)
     np.testing.assert_array_equal(trace.losses["train"], both.train_losses)
     assert bif.open_run(run.dir).queries == extended.queries, "the added query set is stored with the run"
+    qchain = next(run.dir.glob("queries/*/chain_000.safetensors"))
+    data = bytearray(qchain.read_bytes())
+    data[-5] ^= 0xFF
+    qchain.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="Query set .* is corrupt"):
+        bif.open_run(run.dir)
 
 
 def test_replay_that_does_not_reproduce_fails_loudly(tiny_lm, tiny_corpus, tmp_path):
