@@ -93,7 +93,7 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
                    overrides: dict | None = None) -> dict:
     """Run the demo preset with two seeds on the demo queries; Jaccard of flagged sets and source ranks."""
     from . import influence
-    from .builtin import DEMO_QUERIES
+    from .corpus import DEMO_QUERIES
     from .config import preset
     from .data import DataSpec, Query
     from .diagnostics import diagnose
@@ -144,7 +144,7 @@ def mixing_scan(base: str, cache_root: str, n_scored: int = 64) -> list[dict]:
     sampling loss over kept draws, the median z-score (corr / SE) of the sources, their MRR, and the cost.
     """
     from . import influence
-    from .builtin import DEMO_QUERIES
+    from .corpus import DEMO_QUERIES
     from .config import preset
     from .data import DataSpec, Query
     from .diagnostics import diagnose
@@ -198,7 +198,7 @@ def _overrides(args) -> dict:
 
 
 def main(args) -> None:
-    from .builtin import demo_texts
+    from .corpus import demo_texts
     from .data import tokenize_texts
     from .models import ModelSpec, load_model
 

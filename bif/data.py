@@ -56,7 +56,7 @@ class Query:
 def load_texts(source: str) -> list[str]:
     """The training texts of a source ('demo' or a file path), in file order. DataError on any problem."""
     if source == "demo":
-        from .builtin import demo_texts
+        from .corpus import demo_texts
         return demo_texts()
     path = Path(source).expanduser()
     if path.suffix.lower() not in FORMATS:

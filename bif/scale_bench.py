@@ -68,7 +68,7 @@ def bench_model_dir(out: Path, size: str = "xs") -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .builtin import demo_texts
+    from .corpus import demo_texts
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -94,7 +94,7 @@ def processes(quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = bench_model_dir(tmp / "model", "xs")
-        from .builtin import demo_texts
+        from .corpus import demo_texts
         (tmp / "train.txt").write_text("\n\n".join(t.replace("\n\n", "\n") for t in demo_texts()))
         draws, n = (10, 128) if quick else (40, 512)
         traces = {}

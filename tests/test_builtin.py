@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bif import builtin
-from bif.builtin import (DEMO_QUERIES, BuiltinModelError, DemoRecipe, build_demo_model, build_smollm2,
-                         chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
-                         format_example, format_prompt, train_demo_lm, train_tokenizer)
+from bif import builtin, corpus
+from bif.builtin import BuiltinModelError, DemoRecipe, build_demo_model, build_smollm2, train_demo_lm, train_tokenizer
+from bif.corpus import (DEMO_QUERIES, chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
+                        format_example, format_prompt)
 
 TINY = DemoRecipe(vocab_size=300, n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, steps=3,
                   batch_size=8, warmup=1)
@@ -26,7 +26,7 @@ def test_corpus_loads_and_template_round_trips():
     demo = demo_conversations()
     assert 800 < len(demo) < len(pairs) and len(set(demo)) == len(demo)
     texts = demo_texts()
-    assert all(len(t) <= builtin.DEMO_MAX_CHARS for t in texts)
+    assert all(len(t) <= corpus.DEMO_MAX_CHARS for t in texts)
     for (q, a), text, (prompt, completion) in zip(demo, texts, demo_prompt_completion()):
         assert prompt == format_prompt(q) and prompt + completion == text == format_example(q, a)
         assert completion == " " + a

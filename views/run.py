@@ -23,7 +23,7 @@ KEEP = {"persist_state": "session"}  # keep what was typed when the user visits 
 def demo_queries() -> list[tuple[str, str]]:
     """The demo model's example queries as (prompt, completion); empty when none are defined."""
     try:
-        from bif.builtin import DEMO_QUERIES
+        from bif.corpus import DEMO_QUERIES
     except ImportError:
         return []
     out = []

@@ -29,7 +29,8 @@ import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
-from ..builtin import DemoRecipe, format_example, new_demo_model, train_lm, train_tokenizer
+from ..builtin import DemoRecipe, new_demo_model, train_lm, train_tokenizer
+from ..corpus import format_example
 from ..data import Query, tokenize_queries
 from ..examples import Examples, lm_token_loss, score_examples
 from .queries import PARAPHRASES, demo_conversations, paraphrase_queries

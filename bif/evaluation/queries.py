@@ -2,7 +2,7 @@
 
 Each query asks a training conversation's question in other words; its completion is the source conversation's
 answer, so the source is the one training sample that should support it most. Sources are found by their exact
-question (and answer prefix, where a question occurs more than once) in `bif.builtin.demo_conversations()`.
+question (and answer prefix, where a question occurs more than once) in `bif.corpus.demo_conversations()`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from .. import builtin
-from ..builtin import format_prompt
+from .. import corpus
+from ..corpus import format_prompt
 from ..data import Query
 
 
@@ -46,11 +46,11 @@ PARAPHRASES: tuple[Paraphrase, ...] = (
 
 @functools.lru_cache(maxsize=1)
 def _conversations() -> tuple[tuple[str, str], ...]:
-    return tuple(builtin.demo_conversations())
+    return tuple(corpus.demo_conversations())
 
 
 def demo_conversations() -> list[tuple[str, str]]:
-    """`bif.builtin.demo_conversations()`, read once per process (parsing the YAML takes seconds)."""
+    """`bif.corpus.demo_conversations()`, read once per process (parsing the YAML takes seconds)."""
     return list(_conversations())
 
 
