@@ -89,6 +89,9 @@ def sgld_vs_sgd(model, examples, batch_size: int, repeats: int = 20) -> dict:
             "ratio": statistics.median(t_ours) / statistics.median(t_plain)}
 
 
+TOP_K = 5  # the supporting list's length compared between seeds (the app shows top-k lists)
+
+
 def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool = False,
                    overrides: dict | None = None) -> dict:
     """Run the demo preset with two seeds on the demo queries; Jaccard of flagged sets and source ranks."""
@@ -115,15 +118,17 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
         seconds.append(sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains)))
     rows = []
     for qi, q in enumerate(chosen):
-        flagged, ranks = [], []
+        flagged, ranks, tops = [], [], []
         for run in runs:
             trace, row = run.trace(qi)
             s = influence.samples(trace, row)
             flagged.append(set(run.train_ids[i] for i in np.flatnonzero(s.significant)))
             order = [run.train_ids[i] for i in np.argsort(-s.support)]
             ranks.append(order.index(q["source"]) + 1 if q["source"] in order else None)
+            tops.append(set(order[:TOP_K]))
         rows.append({"prompt": q["prompt"], "flagged": [len(f) for f in flagged],
-                     "jaccard": jaccard(sorted(flagged[0]), sorted(flagged[1])), "source_rank": ranks})
+                     "jaccard": jaccard(sorted(flagged[0]), sorted(flagged[1])), "source_rank": ranks,
+                     "top_overlap": len(tops[0] & tops[1]) / TOP_K})
     cfg = runs[0].config
     # agreement bought by leaving the basin is not the local BIF: report each run's verdict next to it
     health = [diagnose(run.trace(0)[0], cfg.nbeta, cfg.burn_in) for run in runs]
@@ -235,6 +240,8 @@ def main(args) -> None:
     js = [r["jaccard"] for r in agree["queries"] if r["jaccard"] is not None]
     print(f"flagged-set Jaccard over {len(js)} queries with flagged samples: mean {np.mean(js) if js else np.nan:.2f}, "
           f"median {np.median(js) if js else np.nan:.2f}")
+    print(f"top-{TOP_K} supporting lists shared between seeds: mean {np.mean([r['top_overlap'] for r in agree['queries']]):.2f}"
+          " (fraction of the list; the ranking the user sees, finding or not)")
     for s in (0, 1):
         ranks = np.array([r["source_rank"][s] or np.inf for r in agree["queries"]], dtype=float)
         print(f"seed {s}: source MRR {np.mean(1 / ranks):.2f}, recall@1 {np.mean(ranks == 1):.2f} "
