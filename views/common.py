@@ -157,6 +157,30 @@ def _read_request(path: str) -> dict | None:
         return None
 
 
+def short(text: str, n: int, tail: bool = False) -> str:
+    """`text` on one line (whitespace runs and newlines become one space), cut to about n characters with "…".
+
+    tail=True keeps the end (for prompts, whose last words matter most); the cut never leaves a trailing space.
+    """
+    one = " ".join(str(text).split())
+    if len(one) <= n:
+        return one
+    if tail:
+        cut = one[-n:]
+        if one[-n - 1] != " " and " " in cut:  # do not start inside a word
+            cut = cut.split(" ", 1)[1]
+        return "…" + cut.lstrip()
+    cut = one[:n]
+    if one[n] != " " and " " in cut:  # do not end inside a word
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip() + "…"
+
+
+def query_label(prompt: str, completion: str, n_prompt: int = 40, n_completion: int = 30) -> str:
+    """'…end of the prompt → start of the completion' on one line (plain text, for selectboxes and tables)."""
+    return f"{short(prompt, n_prompt, tail=True)} → {short(completion, n_completion)}"
+
+
 def preset_name(config: dict) -> str:
     """The preset whose settings equal `config`, else 'custom'."""
     for name, p in bif.PRESETS.items():
@@ -243,8 +267,8 @@ def sidebar() -> None:
                         f"({req.get('n_train', '?')} texts)  \n"
                         f"**Preset** {preset_name(req.get('config', {}))}")
             if q:
-                st.markdown(f"**Query** {md_escape(q['prompt'].strip()[-60:])} → "
-                            f"**{md_escape(q['completion'].strip()[:40])}**")
+                st.markdown(f"**Query** {md_escape(short(q['prompt'], 60, tail=True))} → "
+                            f"**{md_escape(short(q['completion'], 40))}**")
             else:
                 st.markdown(f"**Query** #{v['q'] + 1} (added by replay)")
             st.caption(f"run {v['run']} · finished")

@@ -33,6 +33,14 @@ def fmt(x: float, spec: str = ".3g") -> str:
     return "—" if x is None or not math.isfinite(x) else format(x, spec)
 
 
+def pm(x: float, se: float, sign: bool = False) -> str:
+    """'x ± se' with se to 1 significant figure and x to the same decimal place (so it fits a metric tile)."""
+    if x is None or se is None or not (math.isfinite(x) and math.isfinite(se)) or se <= 0:
+        return fmt(x, "+.3g" if sign else ".3g")
+    decimals = max(0, 1 - int(math.floor(math.log10(se))) - 1)
+    return f"{x:{'+' if sign else ''}.{decimals}f} ± {se:.{decimals}f}"
+
+
 @common.guarded
 def main() -> None:
     st.title("Diagnostics: can these scores be trusted?")
@@ -57,12 +65,12 @@ def main() -> None:
     c[1].metric("Loss while sampling", fmt(d.kept_loss), delta=fmt(d.kept_loss - d.init_loss, "+.3g"),
                 delta_color="off", help="Mean over the kept draws. A small rise is expected; a large one means the "
                                         "chains wandered far from the trained model.")
-    c[2].metric("Drift", f"{fmt(d.drift, '+.3g')} ± {fmt(d.drift_se, '.2g')}",
+    c[2].metric("Drift (± standard error)", pm(d.drift, d.drift_se, sign=True),
                 help="Mean loss of the last third of the kept draws minus the first third. Should be within noise.")
     c[3].metric("R-hat of the sampling loss", fmt(d.rhat_loss, ".3f"),
                 help="Split R-hat: compares the chains (and their halves). ≈1.00 is good; >1.1 means they disagree.")
     c = st.columns(4)
-    c[0].metric("R-hat, per-sample losses (median / max)",
+    c[0].metric("R-hat per sample (median / max)",
                 f"{fmt(d.rhat_samples_median, '.2f')} / {fmt(d.rhat_samples_max, '.2f')}",
                 help="The same agreement check for each ranked training sample's loss.")
     c[1].metric("Effective draws (median)", fmt(d.ess_median, ".0f"),
@@ -70,7 +78,7 @@ def main() -> None:
                      "Standard errors shrink like 1/√(effective draws).")
     c[2].metric("Effective draws per draw", fmt(d.ess_per_draw, ".2f"),
                 help="1.0 = draws are independent. Low values: raise steps_between or the step size.")
-    c[3].metric("LLC", f"{fmt(d.llc, '.3g')} ± {fmt(d.llc_se, '.2g')}",
+    c[3].metric("LLC (± standard error)", pm(d.llc, d.llc_se),
                 help="Local learning coefficient λ̂ = nβ·(E[L] − L(w*)) on the ranked samples: how many effective "
                      "parameters the model uses here. A by-product; not needed to read the influence scores.")
     st.markdown("**What to change if something is off**")

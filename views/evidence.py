@@ -10,9 +10,24 @@ import streamlit as st
 
 from bif.evaluation import figures
 from bif.evaluation.report import EVAL_JSON, SWEEP_JSON, load_results
+from views import common
 
 RESULTS = os.environ.get("BIF_RESULTS", "results")
 COMMAND = "python -m bif.evaluation --out results/"
+EXPLAIN = """
+This page does not look at your run: it shows how far any attribution method can be trusted, measured once on a
+small benchmark model where the truth can be checked by retraining.
+
+* **LDS** (linear datamodeling score): the model is retrained on many random halves of the training data. A good
+  method's scores, summed over the half that was kept, put those retrained models in the right order of the query's
+  loss (Spearman rank correlation averaged over queries: 1 = perfect order, 0 = chance). Shown with a 95 % interval.
+* **Known-source retrieval**: each query paraphrases one training conversation. **MRR** (mean reciprocal rank) is 1
+  when that source is always ranked first, 0.5 when second, …; **recall@k** is how often it is in the top k.
+* **Flagged-set Jaccard**: how much two independent seeds agree on which samples stand out of the noise (1 = the same).
+* The other methods, for comparison: **TracIn** and **gradient dot product / cosine** (similarity of loss gradients),
+  **EK-FAC** (a classical influence function with an approximate Hessian). Grey bars are references, not methods:
+  word overlap, random scores, TracIn keeping only its top sample, and an oracle that knows the source.
+"""
 
 
 @st.cache_data(show_spinner=False)
@@ -86,6 +101,7 @@ def sweep_section(sw: dict) -> None:
 
 
 st.title("Evidence")
+common.explain(EXPLAIN)
 st.markdown("How well does each attribution method predict what **retraining without a sample** would do? "
             "Scores from BIF and the baselines are compared against models actually retrained on random halves "
             "of the training set (the linear datamodeling score, LDS), and on queries whose source is known.")

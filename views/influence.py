@@ -65,8 +65,8 @@ def main() -> None:
     if len(run.queries) > 1:
         st.session_state["query_pick"] = q
         st.selectbox("Query", range(len(run.queries)), key="query_pick", on_change=select_query,
-                     format_func=lambda i: f"{i + 1}: {run.queries[i].prompt.strip()[-40:]} → "
-                                           f"{run.queries[i].completion.strip()[:30]}",
+                     format_func=lambda i: f"{i + 1}: "
+                                           + common.query_label(run.queries[i].prompt, run.queries[i].completion, 60, 40),
                      help="Queries of this run (those added later were computed by replay).")
     trace, row = run.trace(q)
     tokens = run.query_tokens(q)
@@ -88,6 +88,10 @@ def main() -> None:
     vmax = render.scale_max(agg.support)
     st.html(render.page_html(render.tokens_html(tokens, agg, vmax=vmax, selected=token),
                              render.legend_html(vmax)))
+    if not np.asarray(agg.significant)[np.isfinite(np.asarray(agg.support, dtype=float))].any():
+        st.caption(":material/info: No completion token's score stands out of the noise here (none is underlined): "
+                   "the colours are scaled to the largest score, so they show the pattern, not an established "
+                   "effect. A longer run (more draws) shrinks the noise.")
     key = f"token-pick-{run.key}-{q}"
     if st.session_state.get(key) != token:
         st.session_state[key] = token
@@ -101,8 +105,9 @@ def main() -> None:
     k = int(st.columns([1, 3])[0].number_input("Samples per list", 1, 50, 5, key="topk",
                                                help="The k most supporting and k most opposing training samples."))
     stab = common.stability(run, rid, q, token, 10)
+    n_sig = int(scores.significant.sum())
     st.markdown(f"**Ranking for {render.md_escape(what)}** · {len(run.train_ids)} training samples ranked · "
-                f"{int(scores.significant.sum())} stand out of the noise · top-10 agree between chain halves: "
+                f"{n_sig} {'stands' if n_sig == 1 else 'stand'} out of the noise · top-10 agree between chain halves: "
                 f"support {round(stab['topk_support_overlap'] * 10)}/10, oppose "
                 f"{round(stab['topk_oppose_overlap'] * 10)}/10",
                 help="Stability: the same ranking computed from the first and from the second half of the chains "
@@ -127,7 +132,7 @@ def main() -> None:
     st.session_state[pick] = sid
     st.selectbox("Inspect any ranked training sample", run.train_ids, key=pick,
                  on_change=lambda: common.set_view(sample=st.session_state[pick]),
-                 format_func=lambda t: f"#{t}: {run.train_texts[row_of[t]][:70]}",
+                 format_func=lambda t: f"#{t}: {common.short(run.train_texts[row_of[t]], 90)}",
                  help="Any of the ranked training samples, not only the top ones.")
     pair = common.pair_scores(run, rid, q, srow)
     fig = render.pair_figure(run.train_tokens[srow], tokens, pair,

@@ -95,7 +95,13 @@ def model_section() -> bif.ModelSpec:
                          help="A folder saved with save_pretrained: config.json, weights and tokenizer files.")
     if not path.strip():
         raise bif.BIFError("Type the path of a model directory (or pick the demo model).")
-    return bif.ModelSpec(str(Path(path.strip()).expanduser().resolve()))
+    folder = Path(path.strip()).expanduser().resolve()
+    if not folder.is_dir():
+        raise bif.BIFError(f"There is no folder {str(folder)!r} on this machine. Type the path of a model directory.")
+    if not (folder / "config.json").is_file():
+        raise bif.BIFError(f"{str(folder)!r} has no config.json: it is not a transformers model directory "
+                           "(one saved with save_pretrained).")
+    return bif.ModelSpec(str(folder))
 
 
 def data_section() -> bif.DataSpec:
@@ -110,6 +116,7 @@ def data_section() -> bif.DataSpec:
             problem = "Upload a training file (.txt, .jsonl, .csv or .parquet)."
         else:
             source = save_upload(upload)
+            st.session_state.setdefault("upload_names", {})[Path(source).name] = upload.name
     elif choice == "path":
         path = st.text_input("Training file path", key="data_path", placeholder="/path/to/train.txt",
                              **KEEP)
@@ -223,6 +230,13 @@ def start_section(model, data, query, preset, config) -> None:
     st.button(label, type="primary", key="start", on_click=start, args=(request, root))
 
 
+def upload_message(text: str) -> str:
+    """A message about an uploaded file, with the stored name (a content hash) replaced by the name uploaded."""
+    for stored, name in st.session_state.get("upload_names", {}).items():
+        text = text.replace(stored, name)
+    return text
+
+
 @common.callback
 def start(request: dict, root) -> None:
     common.set_view(job=jobs.start_job(request, root))
@@ -253,7 +267,10 @@ def main() -> None:
             st.error(str(e))
             preset = config = None
     if len(parts) == 2 and config is not None:
-        start_section(parts["model"], parts["data"], query, preset, config)
+        try:
+            start_section(parts["model"], parts["data"], query, preset, config)
+        except bif.BIFError as e:  # e.g. an unreadable training file: say so, keep the rest of the page
+            st.error(upload_message(str(e)), icon=":material/error:")
     job = common.view().get("job")
     if job:
         jobview.panel(job)

@@ -29,7 +29,7 @@ def delete(key: str, root) -> None:
 
 def query_text(key: str) -> str:
     q = ((common.run_request(key) or {}).get("queries") or [{}])[0]
-    return f"{q.get('prompt', '?').strip()[-40:]} → {q.get('completion', '?').strip()[:30]}"
+    return common.query_label(q.get("prompt", "?"), q.get("completion", "?"))
 
 
 def when(t: float) -> str:
@@ -42,20 +42,25 @@ def runs_section(root) -> None:
     if not runs:
         st.caption("No runs yet. Start one on the Run page.")
         return
+    # the columns that tell runs apart first; the long model label last, so it does not push them off screen
     table = pd.DataFrame([{
-        "run": r["key"], "model": r["model"], "data": r["data"].rsplit("/", 1)[-1], "query": query_text(r["key"]),
-        "queries": r["n_queries"], "preset": common.preset_name(r["config"]),
+        "run": r["key"], "query": query_text(r["key"]), "queries": r["n_queries"],
+        "status": "finished" if r["complete"] else f"incomplete ({r['chains_done']} chains)",
+        "preset": common.preset_name(r["config"]),
         "chains × draws": f"{r['config'].get('chains', '?')} × {r['config'].get('draws', '?')}",
-        "created": when(r["created"]), "size (MB)": round(r["size_mb"], 2),
-        "status": "finished" if r["complete"] else f"incomplete ({r['chains_done']} chains)"} for r in runs])
+        "created": when(r["created"]), "data": r["data"].rsplit("/", 1)[-1], "model": r["model"],
+        "size (MB)": round(r["size_mb"], 2)} for r in runs])
     st.dataframe(table, hide_index=True, width="stretch")
     keys = [r["key"] for r in runs]
-    labels = {r["key"]: f"{r['key']} · {r['model']} · {query_text(r['key'])} · {when(r['created'])}" for r in runs}
+    labels = {r["key"]: f"{r['key']} · {query_text(r['key'])} · {when(r['created'])} · {common.short(r['model'], 40)}"
+              for r in runs}
     current = common.view().get("run")
-    key = st.selectbox("Run", keys, index=keys.index(current) if current in keys else 0, format_func=labels.get,
+    # default: the current run, else the newest finished one (an incomplete run cannot be opened)
+    first = next((i for i, r in enumerate(runs) if r["complete"]), 0)
+    key = st.selectbox("Run", keys, index=keys.index(current) if current in keys else first, format_func=labels.get,
                        key="runs-pick", help="Pick a run to open or delete.")
     complete = next(r["complete"] for r in runs if r["key"] == key)
-    c1, c2 = st.columns(2)
+    c1, c2, _ = st.columns([1, 1, 4])
     c1.button("Open", type="primary", disabled=not complete, key="runs-open", on_click=common.go,
               args=("views/influence.py",), kwargs={"run": key, "q": 0, "token": None, "sample": None},
               help="Make it the current run and show its influence view." if complete else
