@@ -119,11 +119,12 @@ def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train")
                   "raise gamma or lower step_size.")
     elif kept_loss < init_loss - 3 * drift_se:
         verdict = "below w*"
-        advice = (f"The sampling loss fell from {init_loss:.3g} at w* to {kept_loss:.3g}: w* is not a local minimum "
-                  "(the model is undertrained). The posterior is still localized at w*, but scores then mix "
-                  "influence with further training. Prefer a converged model, or raise gamma.")
+        advice = (f"The sampling loss fell from {init_loss:.3g} at the trained weights (w*) to {kept_loss:.3g}: they are "
+                  "not a local minimum (the model is undertrained). The posterior is still localized there, but scores "
+                  "then mix influence with further training. Prefer a converged model, or raise gamma.")
     else:
-        verdict, advice = "ok", f"The sampling loss rose from {init_loss:.3g} at w* and levelled off at {kept_loss:.3g}."
+        verdict, advice = "ok", (f"The sampling loss rose from {init_loss:.3g} at the trained weights (w*) and levelled "
+                                 f"off at {kept_loss:.3g}.")
     if verdict == "ok" and rhat_loss > 1.1:
         verdict = "chains disagree"
         advice += (f" But the chains disagree about its level (R-hat {rhat_loss:.2f} > 1.1): raise burn_in or draws, "

@@ -104,7 +104,7 @@ def load_model(spec: ModelSpec, cache_root: str | Path = "cache", device: str | 
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     max_len = int(getattr(model.config, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 1024))
-    label = BUILTIN.get(spec.name_or_path, path.name)
+    label = BUILTIN.get(spec.name_or_path, f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, fingerprint=directory_fingerprint(path),
                        label=label, max_length=min(max_len, 1 << 20))
 

@@ -59,11 +59,15 @@ def label_token(tok: str) -> str:
     return s if s.strip() else s.replace(" ", "␣") or "∅"
 
 
-def color(value: float, vmax: float) -> str:
-    """Background colour for a support value on a diverging scale centred at zero."""
+NOISE_FADE = 0.35  # a score within the noise is drawn at this fraction of its colour's strength
+
+
+def color(value: float, vmax: float, within_noise: bool = False) -> str:
+    """Background colour for a support value on a diverging scale centred at zero; faded when within the noise,
+    so that only scores that stand out are drawn in full colour."""
     if value is None or not math.isfinite(value) or vmax <= 0:
         return "transparent"
-    a = min(abs(value) / vmax, 1.0) * 0.85
+    a = min(abs(value) / vmax, 1.0) * 0.85 * (NOISE_FADE if within_noise else 1.0)
     r, g, b = SUPPORT_RGB if value > 0 else OPPOSE_RGB
     return f"rgba({r},{g},{b},{a:.3f})"
 
@@ -106,7 +110,7 @@ def tokens_html(tokens: list[str], scores: Scores | None, vmax: float | None = N
         cls = "bif-tok" + (" sig" if sig[i] else "") + ("" if scored else " ctx") + (
             " sel" if selected is not None and i - offset == selected else "")
         title = f"{label_token(tok)!r} · " + (describe(v, se[i], sig[i]) if scored else context_note)
-        parts.append(f'<span class="{cls}" style="background:{color(v, vmax)}" title="{esc(title)}">'
+        parts.append(f'<span class="{cls}" style="background:{color(v, vmax, not sig[i])}" title="{esc(title)}">'
                      f"{esc(show_token(tok))}</span>")
     return f'<div class="bif-toks">{"".join(parts)}</div>'
 
@@ -116,8 +120,11 @@ def legend_html(vmax: float, what: str = "the completion") -> str:
     return (f'<div class="bif-legend"><span class="bif-sw" style="background:{color(1, 1)}"></span> blue: makes '
             f'{esc(what)} <b>more</b> likely (supports) &nbsp; <span class="bif-sw" style="background:'
             f'{color(-1, 1)}"></span> orange: makes it <b>less</b> likely (opposes) &nbsp; white/grey: no measurable '
-            f"effect or not scored. Full colour = ±{vmax:.3f}; an underline marks scores that stand out of the "
-            "noise (Benjamini–Hochberg, 5 % false discoveries). Hover a token for its score ± standard error. "
+            f"effect or not scored. Strong, underlined colour: the score stands out of the noise "
+            "(Benjamini–Hochberg, 5 % false discoveries, replicated in both halves of the chains); "
+            f'<span class="bif-sw" style="background:{color(1, 1, True)}"></span> faint colour: within the noise, '
+            f"a pattern, not an established effect. Full colour = ±{vmax:.3f}, the largest score in this view (the "
+            "scale is relative). Hover a token for its score ± standard error. "
             f"Quantity: {esc(QUANTITY)}.</div>")
 
 
@@ -195,7 +202,7 @@ def loss_figure(curves: dict[int, tuple[list, list]], burn_in: int | None = None
         fig.add_vrect(x0=0, x1=burn_in, fillcolor="#999", opacity=0.15, line_width=0,
                       annotation_text="burn-in (discarded)", annotation_position="top left")
     if init_loss is not None and math.isfinite(init_loss):
-        fig.add_hline(y=init_loss, line_dash="dot", line_color="#333", annotation_text="L(w*) at start")
+        fig.add_hline(y=init_loss, line_dash="dot", line_color="#333", annotation_text="loss at the trained weights")
     fig.update_layout(title={"text": esc(title)}, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       xaxis={"title": "SGLD step", "range": [0, total_steps] if total_steps else None},
                       yaxis_title="minibatch loss", legend={"orientation": "h", "y": -0.25})

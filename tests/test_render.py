@@ -26,13 +26,21 @@ def spans(body: str) -> list[tuple[str, str, str]]:
 
 def test_score_of_position_p_is_drawn_on_token_p_plus_1():
     tokens = ["A", "B", "C", "D"]
-    body = render.tokens_html(tokens, scores([np.nan, 0.5, -0.5]), vmax=0.5)
+    body = render.tokens_html(tokens, scores([np.nan, 0.5, -0.5], sig=[False, True, True]), vmax=0.5)
     (c0, s0, _), (c1, s1, _), (c2, s2, _), (c3, s3, _) = spans(body)
     assert "ctx" in c0 and "ctx" in c1  # nothing predicts token 0; position 0 is masked (NaN)
     r, g, b = render.SUPPORT_RGB
     assert f"rgba({r},{g},{b},0.850)" in s2  # position 1 (+0.5, supports) on token 2, full blue
     r, g, b = render.OPPOSE_RGB
     assert f"rgba({r},{g},{b},0.850)" in s3  # position 2 (−0.5, opposes) on token 3, full orange
+
+
+def test_scores_within_the_noise_are_drawn_faint():
+    body = render.tokens_html(["A", "B", "C"], scores([0.5, 0.5], sig=[True, False]), vmax=0.5)
+    _, (_, strong, _), (_, faint, _) = spans(body)
+    r, g, b = render.SUPPORT_RGB
+    assert f"rgba({r},{g},{b},0.850)" in strong
+    assert f"rgba({r},{g},{b},{0.85 * render.NOISE_FADE:.3f})" in faint  # same score, but not a finding
 
 
 def test_support_is_plus_corr_and_minus_bif():
