@@ -60,34 +60,27 @@ def cmd_demo(args) -> None:
 
 
 def cmd_run(args) -> int | None:
-    from .data import DataSpec, Query, load_texts, tokenize_queries
+    from .data import DataSpec, Query
     from .distributed import cli_setup
-    from .models import ModelSpec, generate_completion, load_model
+    from .models import ModelSpec
     from .runs import compute_run
 
     model = ModelSpec(args.model, trust_remote_code=args.trust_remote_code)
     data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
     config = _config(args)
     procs = _procs(args, config)
-    parent = procs > 1 and "WORLD_SIZE" not in os.environ
-    if parent or "WORLD_SIZE" not in os.environ:  # check the inputs once, before any process starts sampling
-        close, progress = _bar()
-        loaded = load_model(model, args.cache, progress=progress)  # builds the demo model on first use
-        close()
-        if args.completion is None:
-            args.completion = generate_completion(loaded, args.prompt, args.max_new_tokens,
-                                                  greedy=args.seed_gen is None, seed=args.seed_gen or 0)
-            print(f"generated completion: {args.completion!r}")
-        load_texts(data.source)
-        tokenize_queries(loaded.tokenizer, [Query(args.prompt, args.completion)], loaded.max_length)
-        if args.last_blocks:
-            from .models import last_blocks
-            config = config.replace(param_patterns=last_blocks(loaded.model, args.last_blocks))
-            print(f"approximation: sampling only {', '.join(config.param_patterns)}")
-            args.set = [*(args.set or []), "param_patterns=" + ",".join(config.param_patterns)]
-    if parent:
+    if procs > 1 and "WORLD_SIZE" not in os.environ:  # check the inputs once, then start the processes
+        _check_inputs(args, model, data, config, main=True)
         return _relaunch(args, procs)
     dist, scale, say = cli_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
+    if not os.environ.get("BIF_INPUTS_CHECKED"):  # set by _relaunch: the parent checked them
+        config = _check_inputs(args, model, data, config, main=dist.is_main)
+    if dist.world > 1:  # every rank observes the completion that rank 0 generated (or was given)
+        import torch
+
+        box = [args.completion]
+        torch.distributed.broadcast_object_list(box, src=0)
+        args.completion = box[0]
     close, progress = _bar() if dist.is_main else (None, None)
     run = compute_run(model, data, [Query(args.prompt, args.completion)], config, args.cache, progress,
                       scale=scale, dist=dist)
@@ -99,6 +92,30 @@ def cmd_run(args) -> int | None:
     return None
 
 
+def _check_inputs(args, model, data, config, main: bool):
+    """Load the model (building the demo model on first use), generate the completion if none was given (only
+    where `main`), check the data and the query, resolve --last-blocks. Returns the config to run."""
+    from .data import Query, load_texts, tokenize_queries
+    from .models import generate_completion, last_blocks, load_model
+
+    close, progress = _bar() if main else (lambda: None, None)
+    loaded = load_model(model, args.cache, progress=progress)
+    close()
+    if args.completion is None and main:
+        args.completion = generate_completion(loaded, args.prompt, args.max_new_tokens,
+                                              greedy=args.seed_gen is None, seed=args.seed_gen or 0)
+        print(f"generated completion: {args.completion!r}")
+    load_texts(data.source)
+    if args.completion is not None:
+        tokenize_queries(loaded.tokenizer, [Query(args.prompt, args.completion)], loaded.max_length)
+    if args.last_blocks:
+        config = config.replace(param_patterns=last_blocks(loaded.model, args.last_blocks))
+        if main:
+            print(f"approximation: sampling only {', '.join(config.param_patterns)}")
+        args.set = [*(args.set or []), "param_patterns=" + ",".join(config.param_patterns)]
+    return config
+
+
 def _relaunch(args, procs: int) -> int:
     """Run this `run` command as `procs` processes with torchrun; print our messages, not torchrun's noise."""
     import subprocess
@@ -108,7 +125,8 @@ def _relaunch(args, procs: int) -> int:
         argv += ["--completion", args.completion]
     if args.last_blocks:  # the parent resolved the blocks into patterns
         argv += ["--last-blocks", "0", "--set", args.set[-1]]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs)), "BIF_PROGRESS_STDOUT": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs)), "BIF_PROGRESS_STDOUT": "1",
+           "BIF_INPUTS_CHECKED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
            "-m", "bif", *argv]
     proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)

@@ -137,6 +137,26 @@ def test_torchrun_two_processes_give_the_single_process_trace(tiny_lm, tiny_corp
     assert not (dist.dir / "parts").exists()
 
 
+def test_torchrun_without_completion_generates_it_once_and_resolves_last_blocks(tiny_lm, tiny_corpus, tmp_path):
+    """`torchrun ... -m bif run` with no --completion: rank 0 generates it and every rank observes the same one;
+    --last-blocks is resolved on every rank (not silently dropped)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("BIF_INPUTS_CHECKED", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bif",
+           "--cache", str(tmp_path), "run", "--model", str(tiny_lm), "--data", str(tiny_corpus), "--n-scored", "0",
+           "--prompt", QUERY.prompt, "--max-new-tokens", "3", "--last-blocks", "1", "--preset", "smoke",
+           "--set", "score_batch_size=8", "-k", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    loaded = bif.load_model(bif.ModelSpec(str(tiny_lm)), tmp_path)
+    expected = bif.generate_completion(loaded, QUERY.prompt, 3)
+    assert out.stdout.count("generated completion") == 1, "generated on rank 0 only"
+    run = bif.open_run(next((tmp_path / "runs").iterdir()))
+    assert run.queries[0].completion == expected
+    assert run.config.param_patterns and run.request["approximate"]
+
+
 def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tiny_lm, tiny_corpus, tmp_path):
     """A new query on a cached run, replayed by a 2-process job (`torchrun ... -m bif.jobs DIR`, as the app starts
     it on CPU): each rank replays one chain; the result equals a single-process replay."""
