@@ -171,6 +171,10 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
     st = influence.stability(trace, row, k=min(k, 10), token=token)
     print(f"\ntop-{st['k']} agreement between chain halves: support {st['topk_support_overlap']:.0%}, "
           f"oppose {st['topk_oppose_overlap']:.0%}")
+    from .diagnostics import diagnose
+
+    d = diagnose(trace, run.config.nbeta, run.config.burn_in)
+    print(f"sampler check: {d.verdict}. {d.advice}")
 
 
 def _open(args):
@@ -298,6 +302,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--fresh-clone", action="store_true", help="also time git clone -> first finished demo run")
     b.add_argument("--scan", action="store_true", help="only the mixing scan that chose the demo preset's step size")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="measure the preset with a setting changed")
+    b.add_argument("--basin", metavar="MODEL", help="only a 30-step chain of the preset on MODEL (e.g. smollm2), "
+                   "printing its sampling loss: does the preset keep that model in its basin?")
     b.set_defaults(fn=cmd_bench)
     return p
 

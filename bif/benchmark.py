@@ -178,6 +178,31 @@ def mixing_scan(base: str, cache_root: str, n_scored: int = 64) -> list[dict]:
     return rows
 
 
+def basin_check(model_name: str, base: str, cache_root: str, overrides: dict | None = None, steps: int = 30) -> dict:
+    """The sampling loss of one short chain of preset `base` on a model, every 3 steps (does it stay in the basin?).
+
+    A cheap first check of a preset on a new model: 30 SGLD steps at batch 8 over the demo corpus, on the CPU.
+    Minibatch losses are noisy (batch 8); a chain that leaves the basin shows it within a few steps.
+    """
+    from .config import preset
+    from .corpus import demo_texts
+    from .data import tokenize_texts
+    from .examples import lm_token_loss
+    from .models import ModelSpec, load_model
+    from .sampler import run_chain
+
+    loaded = load_model(ModelSpec(model_name), cache_root)
+    ex = tokenize_texts(loaded.tokenizer, demo_texts(), 64)
+    cfg = preset(base, **{"batch_size": 8, "draws": steps // 3, "burn_in": 0, "steps_between": 3, "device": "cpu",
+                          **(overrides or {})})
+    t0 = time.perf_counter()
+    losses, _, _ = run_chain(loaded.model, lm_token_loss, ex, cfg, 0, lambda d: None, None, torch.device("cpu"))
+    losses = losses.numpy()
+    return {"config": cfg.to_dict(), "every_3": losses[::3].tolist(), "start": float(losses[0]),
+            "mean_after_start": float(losses[1:].mean()), "max": float(losses.max()),
+            "seconds": time.perf_counter() - t0}
+
+
 def fresh_clone_to_first_run(repo: Path) -> dict:
     """Seconds from `git clone` to a finished demo run, per stage: a new venv (pip from the local index), the demo
     model's training, the run (the README's commands)."""
@@ -210,6 +235,14 @@ def main(args) -> None:
     torch.set_num_threads(1)
     print(f"# bif bench (preset {args.preset} {_overrides(args) or ''}; torch threads 1; "
           f"{time.strftime('%Y-%m-%d %H:%M')})\n")
+    if getattr(args, "basin", None):
+        r = basin_check(args.basin, args.preset, args.cache, _overrides(args))
+        c = r["config"]
+        print(f"basin check: {args.basin}, preset {args.preset} (ε {c['step_size']:g}, nβ {c['nbeta']:g}, γ {c['gamma']:g}, "
+              f"batch {c['batch_size']}), {len(r['every_3']) * 3} SGLD steps on the CPU ({r['seconds']:.0f} s)")
+        print("sampling loss every 3 steps: " + " ".join(f"{v:.2f}" for v in r["every_3"]))
+        print(f"start {r['start']:.2f}, mean of the later steps {r['mean_after_start']:.2f}, max {r['max']:.2f}")
+        return
     if getattr(args, "scan", False):
         print(f"mixing scan around {args.preset} (4 chains x 100 draws; 12 paraphrase queries in one run):")
         print("| change | scored | verdict | loss w* -> kept | ESS/draw | lag-1 | median source z | source MRR | "

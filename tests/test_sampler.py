@@ -148,3 +148,13 @@ def test_last_blocks_patterns(tiny_lm):
     assert last_blocks(model, 1) == ("model.layers.0.*",)
     names = [n for n, _ in select_parameters(model, last_blocks(model, 1))]
     assert names and all(n.startswith("model.layers.0.") for n in names)
+
+
+def test_basin_check_runs_thirty_steps_from_w_star_and_a_huge_step_leaves(tiny_lm):
+    from bif.benchmark import basin_check
+
+    calm = basin_check(str(tiny_lm), "smoke", "cache-unused", {"step_size": 1e-7})
+    assert len(calm["every_3"]) == 10 and calm["config"]["batch_size"] == 8
+    assert abs(calm["mean_after_start"] - calm["start"]) < 0.1 * calm["start"], "a tiny step stays where it starts"
+    wild = basin_check(str(tiny_lm), "smoke", "cache-unused", {"step_size": 1e-2, "gamma": 1.0, "nbeta": 1.0})
+    assert wild["mean_after_start"] > calm["mean_after_start"] + 0.5, "noise without a pull leaves the basin"
