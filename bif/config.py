@@ -152,8 +152,8 @@ PRESETS: dict[str, SamplerConfig] = {
     # GPU: the reference's 4 chains x 200 draws at batch 32, thinned more; nβ, γ and ε from our calibration.
     "paper-gpu": SamplerConfig(step_size=3e-4, nbeta=300.0, gamma=3000.0, chains=4, draws=200, burn_in=200,
                                steps_between=5, batch_size=32, score_batch_size=256, score_dtype="bfloat16"),
-    # SmolLM2-135M on a GPU: paper-gpu with a 10x smaller step. With ε 3e-4 its sampling loss went from 3.7 to
-    # 14-73 within 3 steps (left the basin); with 3e-5 it stayed at 3.2-3.9 over 30 steps (CPU check, batch 8).
+    # SmolLM2-135M on a GPU: paper-gpu with a 10x smaller step. `bif bench --basin smollm2` (30 steps, batch 8):
+    # with ε 3e-4 the sampling loss went 3.66 -> 14.1 after 3 steps, mean 21.3 (left the basin); 3e-5: mean 3.59.
     "smollm2-gpu": SamplerConfig(step_size=3e-5, nbeta=300.0, gamma=3000.0, chains=4, draws=200, burn_in=200,
                                  steps_between=5, batch_size=32, score_batch_size=256, score_dtype="bfloat16"),
     # Smallest run that still yields error bars: for tests and smoke checks, not for findings.

@@ -173,8 +173,8 @@ def sampler_section(model: bif.ModelSpec) -> tuple[str, dict]:
                              "step, for SmolLM2. smoke: seconds, for checks, not findings.")
     if smollm2 and bif.PRESETS[name].step_size > bif.PRESETS["smollm2-gpu"].step_size:
         st.warning("This preset's step size was calibrated on the demo model. On SmolLM2 a step of 3e-4 drove the "
-                   "sampling loss from 3.7 to over 14 within 3 steps (the chain left the trained basin): use "
-                   "smollm2-gpu, or set step_size to 3e-5 under Advanced.", icon=":material/warning:")
+                   "sampling loss from 3.7 to 14 within 3 steps (the chain left the trained basin; "
+                   "`python -m bif bench --basin smollm2`): use smollm2-gpu, or set step_size to 3e-5 under Advanced.", icon=":material/warning:")
     base, values, bad = bif.PRESETS[name], {}, []
     with st.expander("Advanced sampler settings"):
         for f in dataclasses.fields(bif.SamplerConfig):
