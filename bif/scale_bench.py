@@ -32,6 +32,16 @@ HERE = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
        "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 SIZES = {"xs": (2, 128, 2048), "s": (4, 256, 4096), "m": (6, 384, 8192), "l": (8, 512, 16384)}
+# published architectures with random weights: the same compute and memory as the real models (timings only)
+SHAPES = {  # layers, hidden, intermediate, heads, kv heads, vocab
+    "smollm2": (30, 576, 1536, 9, 3, 49152),  # SmolLM2-135M
+    "1b": (16, 2048, 8192, 32, 8, 128256),  # Llama-3.2-1B
+    "3b": (28, 3072, 8192, 24, 8, 128256),  # Llama-3.2-3B
+}
+
+
+def vocab_of(size: str) -> int:
+    return SHAPES[size][5] if size in SHAPES else SIZES[size][2]
 
 
 def _sub(args: list[str], timeout: float = 3600) -> dict:
@@ -46,8 +56,14 @@ def _sub(args: list[str], timeout: float = 3600) -> dict:
 def random_llama(size: str, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    layers, hidden, vocab = SIZES[size]
     torch.manual_seed(seed)
+    if size in SHAPES:
+        layers, hidden, inter, heads, kv, vocab = SHAPES[size]
+        return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
+                                            num_hidden_layers=layers, num_attention_heads=heads,
+                                            num_key_value_heads=kv, max_position_embeddings=2048,
+                                            tie_word_embeddings=True)).eval()
+    layers, hidden, vocab = SIZES[size]
     return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2,
                                         num_hidden_layers=layers, num_attention_heads=max(2, hidden // 64),
                                         num_key_value_heads=max(2, hidden // 64), max_position_embeddings=128,
@@ -229,8 +245,10 @@ def samples(quick: bool) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- models
 
-def worker_model(size: str, n: int, draws: int) -> None:
-    """Cost model check on a random Llama: micro-benchmarks vs a recorded run; peak RSS vs the estimate."""
+def worker_model(size: str, n: int, draws: int, device: str = "cpu") -> None:
+    """Cost model check on a random Llama: micro-benchmarks vs a recorded run; peak memory vs the estimate.
+
+    On CUDA: timings synchronize the GPU, peak = torch.cuda.max_memory_allocated, the estimate is the GPU's."""
     from . import stream
     from .config import SamplerConfig
     from .examples import lm_token_loss, score_examples
@@ -238,46 +256,56 @@ def worker_model(size: str, n: int, draws: int) -> None:
     from .scale import ScaleOptions, estimate_memory, peak_resident_bytes, resident_bytes
 
     torch.set_num_threads(1)
-    base = resident_bytes()
-    model = random_llama(size)
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    base = torch.cuda.memory_allocated() if cuda else resident_bytes()
+    model = random_llama(size).to(device)
     T = 64
-    train = random_tokens(max(n, 256), T, SIZES[size][2])
+    train = random_tokens(max(n, 256), T, vocab_of(size))
     scored = train.subset(list(range(n)))
-    query = random_tokens(1, T, SIZES[size][2], seed=1)
+    query = random_tokens(1, T, vocab_of(size), seed=1)
     cfg = SamplerConfig(step_size=1e-6, nbeta=30.0, gamma=3000.0, chains=2, draws=draws, burn_in=4,
-                        steps_between=1, batch_size=32, score_batch_size=64, device="cpu")
-    est = estimate_memory(model, cfg, ScaleOptions(), n_train=len(train), n_scored=n, n_query=1, seq_len=T)
+                        steps_between=1, batch_size=32, score_batch_size=64, device=device)
+    est = estimate_memory(model, cfg, ScaleOptions(), n_train=len(train), n_scored=n, n_query=1, seq_len=T,
+                          device=torch.device(device))
     params = list(model.parameters())
     w_star = [p.detach().clone() for p in params]
-    inputs, mask = train.batch(list(range(cfg.batch_size)))
-    gen = torch.Generator().manual_seed(0)
+    inputs, mask = train.batch(list(range(cfg.batch_size)), device)
+    gen = torch.Generator(device=device).manual_seed(0)
 
     def step():
         per = lm_token_loss(model, inputs, mask)
         grads = torch.autograd.grad((per * mask).sum() / mask.sum(), params)
         with torch.no_grad():
             sgld_step(params, list(grads), w_star, step_size=1e-9, nbeta=1.0, gamma=1.0, noise_gen=gen)
+        sync()
 
     t_step = median_seconds(step, 5)
     with torch.no_grad():
         for p, p0 in zip(params, w_star):
             p.copy_(p0)
-    t_seq = median_seconds(lambda: score_examples(model, lm_token_loss, scored, 64), 3) / n
+    w_star.clear()  # free the copy: stream.record keeps its own
+    t_seq = median_seconds(lambda: (score_examples(model, lm_token_loss, scored, 64, device), sync()), 3) / n
     predicted = cfg.chains * cfg.steps_per_chain * t_step + cfg.chains * cfg.draws * (n + 1) * t_seq
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         stream.record(model, lm_token_loss, train, {"train": scored, "query": query}, cfg, tmp)
+        sync()
         measured = time.perf_counter() - t0
-    print(json.dumps({"size": size, "params": sum(p.numel() for p in params), "n": n, "draws": draws,
-                      "estimate_parts": est.parts,
+    peak = torch.cuda.max_memory_allocated() if cuda else peak_resident_bytes()
+    print(json.dumps({"size": size, "device": device, "params": sum(p.numel() for p in params), "n": n,
+                      "draws": draws, "estimate_parts": est.parts,
                       "t_step_s": t_step, "t_seq_s": t_seq, "predicted_s": predicted, "measured_s": measured,
-                      "ratio": measured / predicted, "peak_rss_bytes": peak_resident_bytes(), "base_rss": base,
+                      "ratio": measured / predicted, "peak_rss_bytes": peak, "base_rss": base,
                       "estimate_bytes": est.total}))
 
 
-def models(quick: bool) -> list[dict]:
-    sizes = ("xs", "s") if quick else ("xs", "s", "m")
-    return [_sub(["_worker", "model", s, "128" if quick else "256", "10" if quick else "20"]) for s in sizes]
+def models(quick: bool, sizes: list[str] | None = None, device: str = "cpu") -> list[dict]:
+    sizes = sizes or (["xs", "s"] if quick else ["xs", "s", "m"])
+    n, draws = ("128", "10") if quick else ("256", "20")
+    return [_sub(["_worker", "model", s, n, draws, device]) for s in sizes]
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -287,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="smaller measurements, for a smoke check")
     p.add_argument("--only", choices=("processes", "samples", "models"), action="append")
     p.add_argument("--json", help="also write the raw results to this file")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="models section: where to run")
+    p.add_argument("--sizes", help="models section: comma-separated, from " + ", ".join([*SIZES, *SHAPES]))
     a = p.parse_args(argv)
     which = a.only or ["processes", "samples", "models"]
     res: dict = {"when": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "torch": torch.__version__}
@@ -314,10 +344,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"{x['base_rss'] / 2**20:.0f} MiB |")
         print()
     if "models" in which:
-        r = res["models"] = models(a.quick)
-        print("## models (random Llama, 64 tokens, 2 chains, batch 32, cost model of BIF.md §5)\n")
+        r = res["models"] = models(a.quick, a.sizes.split(",") if a.sizes else None, a.device)
+        mem = "peak GPU memory | GPU memory before model" if a.device == "cuda" else "peak RSS | RSS before model"
+        print(f"## models (random Llama, 64 tokens, 2 chains, batch 32, cost model of BIF.md §5; {a.device})\n")
         print("| model | params | SGLD step s | scoring s/seq | predicted s | measured s | measured/predicted | "
-              "peak RSS | RSS before model | estimate |\n|---|---|---|---|---|---|---|---|---|---|")
+              f"{mem} | estimate |\n|---|---|---|---|---|---|---|---|---|---|")
         for x in r:
             print(f"| {x['size']} | {x['params'] / 1e6:.1f} M | {x['t_step_s']:.3f} | {x['t_seq_s'] * 1e3:.2f} ms | "
                   f"{x['predicted_s']:.1f} | {x['measured_s']:.1f} | {x['ratio']:.2f} | "
@@ -334,7 +365,7 @@ def _worker(argv: list[str]) -> None:
     elif kind == "samples":
         worker_samples(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]), rest[4])
     elif kind == "model":
-        worker_model(rest[0], int(rest[1]), int(rest[2]))
+        worker_model(rest[0], int(rest[1]), int(rest[2]), rest[3] if len(rest) > 3 else "cpu")
 
 
 if __name__ == "__main__":
