@@ -94,3 +94,14 @@ def test_memory_estimate_scales_with_the_options():
     assert off.parts["w* copy"] == 0
     assert base.disk_bytes == cfg.chains * cfg.draws * 1001 * 64 * 4
     assert "memory estimate on cpu" in base.describe()
+
+
+@pytest.mark.parametrize("shape,params", [("smollm2", 134_515_008), ("1b", 1_235_814_400), ("3b", 3_212_749_824)])
+def test_benchmark_shapes_have_the_published_models_parameter_counts(shape, params):
+    """scale_bench times random-weight models of these shapes in place of the real ones: same size, same compute.
+    (SmolLM2-135M-Instruct's converted safetensors hold 134,515,008 numbers; Llama-3.2-1B/3B: 1.24 B / 3.21 B.)"""
+    from bif import scale_bench
+
+    with torch.device("meta"):  # no memory: shapes only
+        model = scale_bench.random_llama(shape)
+    assert sum(p.numel() for p in model.parameters()) == params
