@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from .config import SamplerConfig
 from .data import DataSpec, Query
 from .errors import CacheError, ConfigError
@@ -33,8 +35,10 @@ def list_runs(cache_root: str | Path = "cache") -> list[dict]:
         except (OSError, ValueError):
             req = {}
         chains_done = len(list(d.glob("chain_*.safetensors")))
+        complete = (d / "COMPLETE").exists()
         out.append({
-            "key": d.name, "dir": str(d), "complete": (d / "COMPLETE").exists(),
+            "key": d.name, "dir": str(d), "complete": complete,
+            "verdict": _verdict(d, req.get("config", {}), chains_done) if complete else None,
             "model": req.get("model_label", "?"), "data": (req.get("data") or {}).get("source", "?"),
             "query": (req.get("queries") or [{}])[0].get("prompt", "?") if req.get("queries") else "?",
             "completion": (req.get("queries") or [{}])[0].get("completion", "?") if req.get("queries") else "?",
@@ -43,6 +47,19 @@ def list_runs(cache_root: str | Path = "cache") -> list[dict]:
             "chains_done": chains_done, "size_mb": sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 2**20,
         })
     return sorted(out, key=lambda r: -r["created"])
+
+
+def _verdict(run_dir: Path, config: dict, chains: int) -> str | None:
+    """The diagnostics verdict of a finished run from its sampling losses alone (read lazily; cheap)."""
+    from .diagnostics import loss_verdict
+    from .trace import open_chain
+
+    try:
+        losses = np.stack([np.asarray(open_chain(run_dir / f"chain_{c:03d}.safetensors")["sampling_loss"])
+                           for c in range(chains)])
+        return loss_verdict(losses, int(config["burn_in"]))["verdict"]
+    except (CacheError, KeyError, OSError, ValueError):
+        return None
 
 
 def verify_run(key: str, cache_root: str | Path = "cache") -> list[str]:

@@ -80,9 +80,11 @@ class Diagnosis:
         return asdict(self)
 
 
-def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train") -> Diagnosis:
-    """Verdict and numbers for one run. `burn_in` is the number of sampling steps before the first kept draw."""
-    sl = trace.sampling_loss  # (C, S)
+def loss_verdict(sampling_loss: np.ndarray, burn_in: int) -> dict:
+    """The verdict from the sampling loss alone, (C, S): cheap (no trace), so run lists can show it.
+
+    Returns verdict, advice, init_loss, kept_loss, drift, drift_se, rhat_loss (see Diagnosis)."""
+    sl = np.asarray(sampling_loss, dtype=np.float64)
     kept = sl[:, burn_in:]
     C, K = kept.shape
     init_loss = float(sl[:, 0].mean())
@@ -95,17 +97,7 @@ def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train")
     bm = kept[:, : nb * b].reshape(C, nb, b).mean(-1) if nb >= 2 else kept
     drift_se = float(bm.std(ddof=1) / math.sqrt(max(1, C * third / b)) * math.sqrt(2)) if bm.size > 1 else float("nan")
     kept_loss = float(kept.mean())
-
-    x = trace.series(train)  # (C, D, n)
-    rh = split_rhat(x)
-    e = ess(x)
-    mean_loss = x.sum(-1) / max(1, trace.masks[train].sum())  # (C, D) mean token loss of the scored set
-    init_mean = float((trace.init[train] * trace.masks[train]).sum() / max(1, trace.masks[train].sum()))
-    per_chain = nbeta * (mean_loss.mean(1) - init_mean)
-    llc = float(per_chain.mean())
-    llc_se = float(per_chain.std(ddof=1) / math.sqrt(C)) if C > 1 else float("nan")
     rhat_loss = float(split_rhat(kept[..., None])[0]) if K >= 4 else float("nan")
-
     if K < 8:
         verdict, advice = "too short", "Too few kept steps to judge stationarity: raise draws."
     elif kept_loss > 3 * init_loss + 1.0:
@@ -119,9 +111,10 @@ def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train")
                   "raise gamma or lower step_size.")
     elif kept_loss < init_loss - 3 * drift_se:
         verdict = "below w*"
-        advice = (f"The sampling loss fell from {init_loss:.3g} at the trained weights (w*) to {kept_loss:.3g}: they are "
-                  "not a local minimum (the model is undertrained). The posterior is still localized there, but scores "
-                  "then mix influence with further training. Prefer a converged model, or raise gamma.")
+        advice = (f"The sampling loss fell from {init_loss:.3g} at the trained weights (w*) to {kept_loss:.3g}: "
+                  "they are not a local minimum (the model is undertrained). The posterior is still localized "
+                  "there, but scores then mix influence with further training. Prefer a converged model, or raise "
+                  "gamma.")
     else:
         verdict, advice = "ok", (f"The sampling loss rose from {init_loss:.3g} at the trained weights (w*) and levelled "
                                  f"off at {kept_loss:.3g}.")
@@ -129,11 +122,29 @@ def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train")
         verdict = "chains disagree"
         advice += (f" But the chains disagree about its level (R-hat {rhat_loss:.2f} > 1.1): raise burn_in or draws, "
                    "or lower step_size.")
-    elif verdict == "ok" and np.nanmax(rh) > 1.2:
+    return {"verdict": verdict, "advice": advice, "init_loss": init_loss, "kept_loss": kept_loss, "drift": drift,
+            "drift_se": drift_se, "rhat_loss": rhat_loss}
+
+
+def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train") -> Diagnosis:
+    """Verdict and numbers for one run. `burn_in` is the number of sampling steps before the first kept draw."""
+    v = loss_verdict(trace.sampling_loss, burn_in)
+    verdict, advice = v["verdict"], v["advice"]
+    C = trace.sampling_loss.shape[0]
+    x = trace.series(train)  # (C, D, n)
+    rh = split_rhat(x)
+    e = ess(x)
+    mean_loss = x.sum(-1) / max(1, trace.masks[train].sum())  # (C, D) mean token loss of the scored set
+    init_mean = float((trace.init[train] * trace.masks[train]).sum() / max(1, trace.masks[train].sum()))
+    per_chain = nbeta * (mean_loss.mean(1) - init_mean)
+    llc = float(per_chain.mean())
+    llc_se = float(per_chain.std(ddof=1) / math.sqrt(C)) if C > 1 else float("nan")
+    if verdict == "ok" and np.nanmax(rh) > 1.2:
         advice += f" Some per-sample losses disagree across chains (max R-hat {np.nanmax(rh):.2f}): more draws help."
     D = x.shape[1]
     return Diagnosis(
-        verdict=verdict, advice=advice, init_loss=init_loss, kept_loss=kept_loss, drift=drift, drift_se=drift_se,
-        rhat_loss=rhat_loss, rhat_samples_median=float(np.nanmedian(rh)), rhat_samples_max=float(np.nanmax(rh)),
+        verdict=verdict, advice=advice, init_loss=v["init_loss"], kept_loss=v["kept_loss"], drift=v["drift"],
+        drift_se=v["drift_se"], rhat_loss=v["rhat_loss"], rhat_samples_median=float(np.nanmedian(rh)),
+        rhat_samples_max=float(np.nanmax(rh)),
         ess_median=float(np.nanmedian(e)), ess_per_draw=float(np.nanmedian(e) / (C * D)),
         lag1_median=float(np.nanmedian(lag1_autocorr(x))), llc=llc, llc_se=llc_se)

@@ -155,6 +155,8 @@ def test_list_and_delete(tiny_lm, tiny_corpus, tmp_path):
     run = bif.compute_run(*request(tiny_lm, tiny_corpus), cache_root=tmp_path)
     [row] = bif.list_runs(tmp_path)
     assert row["key"] == run.key and row["complete"] and row["n_queries"] == 1
+    full = bif.diagnose(run.trace(0)[0], run.config.nbeta, run.config.burn_in)
+    assert row["verdict"] == full.verdict, "the list's cheap verdict is the Diagnostics page's"
     with pytest.raises(ConfigError):
         bif.delete_run("../..", tmp_path)
     bif.delete_run(run.key, tmp_path)

@@ -46,11 +46,15 @@ def runs_section(root) -> None:
     table = pd.DataFrame([{
         "run": r["key"], "query": query_text(r["key"]), "queries": r["n_queries"],
         "status": "finished" if r["complete"] else f"incomplete ({r['chains_done']} chains)",
+        "sampler check": r["verdict"] or "",
         "preset": common.preset_name(r["config"]),
         "chains × draws": f"{r['config'].get('chains', '?')} × {r['config'].get('draws', '?')}",
         "created": when(r["created"]), "data": r["data"].rsplit("/", 1)[-1], "model": r["model"],
         "size (MB)": round(r["size_mb"], 2)} for r in runs])
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", column_config={"sampler check": st.column_config.TextColumn(
+        help="The Diagnostics verdict from the sampling loss: 'ok' = it rose from the trained weights' loss and "
+             "levelled off. Anything else (left basin, drifting, chains disagree, …): read its scores with care; "
+             "the Diagnostics page says what to change.")})
     keys = [r["key"] for r in runs]
     labels = {r["key"]: f"{r['key']} · {query_text(r['key'])} · {when(r['created'])} · {common.short(r['model'], 40)}"
               for r in runs}
