@@ -222,7 +222,7 @@ def cmd_runs(args) -> None:
     from .catalog import list_runs
 
     for r in list_runs(args.cache):
-        state = "done" if r["complete"] else f"partial ({r['chains_done']} chains)"
+        state = f"done, {r['verdict'] or '?'}" if r["complete"] else f"partial ({r['chains_done']} chains)"
         print(f"{r['key']}  {state:<18} {r['model'][:30]:<30} {r['data'][-30:]:<30} {r['size_mb']:6.1f} MB  "
               f"{r['query'][:40]!r}")
 
