@@ -241,3 +241,15 @@ def test_common_mode_removal_keeps_the_specific_covariance():
     assert (plain.bif < -5).all()  # shared drift: everything looks supportive
     assert np.argmin(cm.bif) == 2 and cm.bif[2] < -0.5
     assert np.abs(np.delete(cm.bif, 2)).max() < 0.3
+
+
+def test_evidence_page_shows_the_small_budget_comparison_as_text(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "fast" / "bif-2x10-seed0.md").write_text("| method | LDS |\n|---|---|\n| BIF | 0.15 |\n")
+    monkeypatch.setenv("BIF_RESULTS", str(tmp_path))
+    at = AppTest.from_file(str(PAGE), default_timeout=30).run()
+    assert not at.exception
+    assert any("EK-FAC's cost" in h.value for h in at.subheader)
+    assert any("0.15" in m.value for m in at.markdown)

@@ -4,6 +4,7 @@ Reads results written by `python -m bif.evaluation` (folder `results/`, or $BIF_
 """
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -100,6 +101,20 @@ def sweep_section(sw: dict) -> None:
     st.caption(sw["notes"])
 
 
+def small_budgets_section(folder: Path) -> None:
+    """results/fast/: BIF at small budgets with EK-FAC re-timed in the same invocation (Markdown written by the
+    evaluation; shown as text, HTML is not rendered)."""
+    files = sorted(folder.glob("bif-*.md"))
+    if not files:
+        return
+    st.subheader("BIF at EK-FAC's cost")
+    st.caption("Small BIF budgets, each measured with EK-FAC re-timed in the same invocation (commands in "
+               f"`{folder}/README.md`). They rank; they are far too small for findings that replicate across seeds.")
+    for f in files:
+        with st.expander(f.stem):
+            st.markdown(f.read_text())
+
+
 st.title("Evidence")
 common.explain(EXPLAIN)
 st.markdown("How well does each attribution method predict what **retraining without a sample** would do? "
@@ -115,5 +130,6 @@ try:
         evaluation_section(res)
     if sw is not None:
         sweep_section(sw)
+    small_budgets_section(Path(RESULTS) / "fast")
 except Exception as e:  # a damaged or older results file: say so instead of a traceback
     st.error(f"The stored results could not be shown ({type(e).__name__}: {e}). Recompute them with `{COMMAND}`.")
