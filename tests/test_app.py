@@ -104,6 +104,9 @@ def test_shared_url_reopens_the_same_view(tiny_run):
     assert at.pills[0].value == position
     assert f"Training sample #{sid}" in charts(at)[0]["layout"]["title"]["text"]
     assert at.query_params == {"run": run.key, "q": "0", "token": str(position), "sample": str(sid)}
+    at = app(cache, "views/influence.py", run=run.key, q=0, sample=sid, by="one")
+    assert at.radio(key="colour_by").value == "one", "the colouring is part of the shared view"
+    assert at.query_params["by"] == "one"
 
 
 def test_training_text_is_escaped(xss_run):

@@ -18,7 +18,7 @@ import bif
 from bif import influence, jobs
 
 log = logging.getLogger("bif.app")
-VIEW_KEYS = ("run", "q", "token", "sample", "job")
+VIEW_KEYS = ("run", "q", "token", "sample", "job", "by")
 INT_KEYS = ("q", "token", "sample")
 
 
@@ -41,6 +41,7 @@ def view() -> dict:
             except ValueError:
                 v[k] = None
         v["q"] = v["q"] or 0
+        v["by"] = "one" if v["by"] == "one" else None  # colour the completion by one sample (else: all)
         try:
             v["job"] and jobs.job_dir(v["job"], cache_root())
         except ValueError:

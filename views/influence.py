@@ -80,6 +80,8 @@ def main() -> None:
     srow = row_of.get(v.get("sample"), default_sample)
     sid = run.train_ids[srow]
     st.subheader("The completion, coloured by influence")
+    if "colour_by" not in st.session_state:  # first render: as the shared link says
+        st.session_state["colour_by"] = v.get("by") or "all"
     by = st.radio("Colour by", ["all", "one"], horizontal=True, key="colour_by",
                   format_func={"all": "the whole training set", "one": f"training sample #{sid} only"}.get,
                   help="Whole training set: the summed influence of all ranked samples. One sample: the influence "
@@ -153,7 +155,7 @@ def main() -> None:
                                             title=f"Support of every ranked training sample for {what}"),
                     key="hist", width="stretch")
     notes(run)
-    shown = {"run": run.key, "q": q, "token": token, "sample": sid}
+    shown = {"run": run.key, "q": q, "token": token, "sample": sid, "by": "one" if by == "one" else None}
     export(run, shown, srow, scores, fig)
     common.to_url(**shown)
 
@@ -173,7 +175,7 @@ def notes(run) -> None:
 
 def export(run, shown, srow, scores, fig) -> None:
     st.subheader("Share and export")
-    st.markdown("Link to this exact view (run, query, token, sample):")
+    st.markdown("Link to this exact view (run, query, token, sample, colouring):")
     st.code(common.share_link(**shown), language=None)
     rows = render.samples_rows(scores, run.train_ids, run.train_texts)
     meta = {"run": run.key, "query": run.queries[shown["q"]].to_dict(), "query_index": shown["q"],
