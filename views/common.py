@@ -183,10 +183,14 @@ def query_label(prompt: str, completion: str, n_prompt: int = 40, n_completion: 
 
 
 def preset_name(config: dict) -> str:
-    """The preset whose settings equal `config`, else 'custom'."""
+    """The preset whose settings equal `config` ('demo-cpu', or 'demo-cpu, seed 1' when only the seed differs),
+    else 'custom'."""
     for name, p in bif.PRESETS.items():
-        if p.to_dict() == config:
+        d = p.to_dict()
+        if d == config:
             return name
+        if {**d, "seed": config.get("seed")} == config:
+            return f"{name}, seed {config.get('seed')}"
     return "custom"
 
 
