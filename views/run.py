@@ -168,8 +168,9 @@ def sampler_section(model: bif.ModelSpec) -> tuple[str, dict]:
     smollm2 = model.name_or_path == "smollm2"
     first = "smollm2-gpu" if smollm2 else "demo-cpu"
     name = st.selectbox("Preset", list(bif.PRESETS), index=list(bif.PRESETS).index(first), key="preset", **KEEP,
-                        help="demo-cpu: a few minutes on a CPU, strongest influences only. careful-cpu: 4× longer, "
-                             "tighter error bars. paper-gpu: for a GPU. smollm2-gpu: paper-gpu with a 10× smaller "
+                        help="demo-cpu: a few minutes on a CPU, strongest influences only (two seeds agreed on 74 % of "
+                             "its findings). careful-cpu: about 3× longer, tighter error bars (81 %; use it for "
+                             "findings). paper-gpu: for a GPU. smollm2-gpu: paper-gpu with a 10× smaller "
                              "step, for SmolLM2. smoke: seconds, for checks, not findings.")
     if smollm2 and bif.PRESETS[name].step_size > bif.PRESETS["smollm2-gpu"].step_size:
         st.warning("This preset's step size was calibrated on the demo model. On SmolLM2 a step of 3e-4 drove the "
