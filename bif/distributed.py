@@ -19,6 +19,7 @@ same trajectory (bitwise on CPU; within `tolerance` on GPUs, where some kernels 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from .errors import BIFError, CacheError, ConfigError
 from .examples import Examples, LossFn, call_loss
@@ -85,6 +87,14 @@ def current(init: bool = True, timeout_s: float | None = None) -> Dist:
         dist.init_process_group(backend=backend, timeout=timeout, **extra)
     return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                 local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), backend=dist.get_backend())
+
+
+@contextlib.contextmanager
+def main_holds_lock(dist: Dist, path: Path):
+    """Rank 0 holds the file lock `path` (so another job on the same cache waits); every rank enters once it has it."""
+    with FileLock(str(path)) if dist.is_main else contextlib.nullcontext():
+        dist.barrier()
+        yield
 
 
 def deterministic_cuda() -> None:
@@ -167,9 +177,10 @@ def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observe
     The W processes share the work: rank r scores every W-th scoring batch (the batches of `score_examples`, so
     the numbers equal a single process's) and writes parts/init.rank-r-of-W.safetensors; rank 0 assembles them.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from .examples import score_examples
+    from .files import save_tensors
 
     if dist.world == 1:
         return {k: score_examples(model, loss_fn, ex, batch_size, device).cpu() for k, ex in observed.items()}
@@ -181,9 +192,7 @@ def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observe
         rows = torch.cat(batches) if batches else torch.zeros(0, dtype=torch.long)
         mine[f"rows.{k}"] = rows
         mine[f"losses.{k}"] = score_batches(model, loss_fn, ex, batches, device).cpu()
-    tmp = part.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in mine.items()}, str(tmp))
-    tmp.replace(part)
+    save_tensors(mine, part)
     dist.barrier()
     if not dist.is_main:
         return None

@@ -1,5 +1,5 @@
-"""Small JSON files that other processes read while they are written (atomic writes, forgiving reads), and the
-checksums that seal a finished run."""
+"""Files that other processes read while they are written: atomic JSON and safetensors writes, forgiving JSON
+reads, and the checksums that seal a finished run."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """Write tensors as safetensors atomically (a temp file, then rename): a reader sees the old file or the new."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
 def read_json(path: Path) -> dict | None:
     """The JSON in path, or None if it is missing or unreadable."""
     try:
@@ -26,6 +35,9 @@ def read_json(path: Path) -> dict | None:
 
 
 # ------------------------------------------------------------------------ checksums of finished runs (COMPLETE)
+
+VERIFIED = "VERIFIED"  # {name: [size, mtime_ns, sha256]} of the files last found intact
+RACY_S = 2.0  # files modified more recently than this are not recorded in VERIFIED
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -72,10 +84,6 @@ def changed_files(folder: Path, rehash: bool = False) -> list[str]:
         except OSError:  # a read-only cache: just hash again next time
             pass
     return bad
-
-
-VERIFIED = "VERIFIED"
-RACY_S = 2.0
 
 
 def _stamp(path: Path) -> list[int]:

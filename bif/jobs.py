@@ -232,26 +232,30 @@ class ProgressWriter:
         write_json(self.dir / self.name, self.state)
 
 
-def _follower(d: Path) -> str:
-    """A rank > 0 of a multi-process job: computes its share, reports its chains' progress, honours cancel.
-
-    The job's status is rank 0's to write."""
+def _compute(req: dict, progress: "ProgressWriter", is_main: bool):
+    """What a job computes, on every rank alike: the run, or the run with the request's queries added by replay."""
     from . import runs
     from .config import SamplerConfig
     from .data import DataSpec, Query
     from .models import ModelSpec
     from .replay import add_queries
 
+    queries = [Query(**q) for q in req["queries"]]
+    if req["kind"] == "replay":  # rank 0 checks the stored checksums; the others trust it
+        run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"], verify=is_main)
+        return add_queries(run, queries, req["cache_root"], progress)
+    return runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
+                            SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
+
+
+def _follower(d: Path) -> str:
+    """A rank > 0 of a multi-process job: computes its share, reports its chains' progress, honours cancel.
+
+    The job's status is rank 0's to write."""
     progress = ProgressWriter(d, f"progress.rank{os.environ['RANK']}.json")  # also raises on cancel
     req = json.loads((d / "request.json").read_text())
     try:
-        queries = [Query(**q) for q in req["queries"]]
-        if req["kind"] == "replay":
-            run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"], verify=False)  # rank 0 checks
-            add_queries(run, queries, req["cache_root"], progress)
-        else:
-            runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
-                             SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
+        _compute(req, progress, is_main=False)
         progress.state.update(fraction=1.0, eta_s=0.0)
         progress.flush()
     except Cancelled:
@@ -269,22 +273,12 @@ def run_job(d: str | Path) -> str:
     write_json(d / "status.json", status)
     progress = ProgressWriter(d)
     try:
-        from . import runs
-        from .replay import add_queries
-        from .config import SamplerConfig
-        from .data import DataSpec, Query
-        from .models import ModelSpec
+        from .data import Query
 
         req = json.loads((d / "request.json").read_text())
-        queries = [Query(**q) for q in req["queries"]]
         progress({"stage": "start"})
-        if req["kind"] == "replay":
-            run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"])
-            run = add_queries(run, queries, req["cache_root"], progress)
-        else:
-            run = runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
-                                   SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
-        wanted = json.dumps(queries[0].to_dict(), sort_keys=True)
+        run = _compute(req, progress, is_main=True)
+        wanted = json.dumps(Query(**req["queries"][0]).to_dict(), sort_keys=True)
         index = next(i for i, q in enumerate(run.queries) if json.dumps(q.to_dict(), sort_keys=True) == wanted)
         progress.state.update(fraction=1.0, eta_s=0.0)
         progress.flush()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 
 from . import distributed
 from .data import Query, load_texts, tokenize_queries, tokenize_texts
 from .errors import BIFError, ReplayMismatch
 from .examples import lm_token_loss, score_examples
-from .files import seal, write_json
+from .files import save_tensors, seal, write_json
 from .models import ModelSpec, load_model
-from .runs import Run, _atomic_save, _hash, _overall, open_run
+from .runs import Run, _hash, _overall, open_run
 from .sampler import Progress, resolve_device, sample_chain
 from .scale import ScaleOptions, apply_weights_dtype
 from .trace import save_chain
@@ -52,16 +50,13 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
     qex = tokenize_queries(loaded.tokenizer, new, loaded.max_length)
     qdir = run.dir / "queries" / _hash([q.to_dict() for q in new])
     qdir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        if dist.is_main:
-            stack.enter_context(FileLock(str(qdir / "lock")))
-        dist.barrier()
+    with distributed.main_holds_lock(dist, qdir / "lock"):
         if dist.all_ok((qdir / "COMPLETE").exists()):
             return open_run(run.dir, verify=dist.is_main)
         if dist.is_main:
             init = score_examples(loaded.model, lm_token_loss, qex, config.score_batch_size, device).cpu()
             write_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens})
-            _atomic_save({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
+            save_tensors({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
                          qdir / "examples.safetensors")
         mine = list(range(dist.rank, config.chains, dist.world))
         failure = None

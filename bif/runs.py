@@ -17,7 +17,6 @@ the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -29,15 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import distributed
 from .config import SamplerConfig
 from .data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from .errors import CacheError
 from .examples import Examples, lm_token_loss, score_examples
-from .files import changed_files, seal, write_json
+from .files import changed_files, save_tensors, seal, write_json
 from .models import LoadedModel, ModelSpec, load_model
 from .sampler import Progress, resolve_device, run_chain
 from .scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
@@ -168,10 +166,7 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
     prep = _prepare(model, data, queries, config, cache_root, progress, device, scale)
     run_dir = cache_root / "runs" / prep.key
     run_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        if dist.is_main:
-            stack.enter_context(FileLock(str(run_dir / "lock")))
-        dist.barrier()
+    with distributed.main_holds_lock(dist, run_dir / "lock"):
         if dist.all_ok((run_dir / "COMPLETE").exists()):
             dist.barrier()
             return open_run(run_dir, verify=dist.is_main)
@@ -313,16 +308,10 @@ def _write_inputs(run_dir: Path, prep: _Prepared, init: dict[str, torch.Tensor])
     write_json(run_dir / "request.json", {**prep.request, "created": time.time(), "device": str(device)})
     write_json(run_dir / "texts.json", {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
                                           "query_tokens": prep.queries.tokens})
-    _atomic_save({"train.input_ids": prep.scored.inputs["input_ids"], "train.mask": prep.scored.mask,
+    save_tensors({"train.input_ids": prep.scored.inputs["input_ids"], "train.mask": prep.scored.mask,
                   "query.input_ids": prep.queries.inputs["input_ids"], "query.mask": prep.queries.mask},
                  run_dir / "examples.safetensors")
-    _atomic_save({"train": init["train"], "query": init["query"]}, run_dir / "init.safetensors")
-
-
-def _atomic_save(tensors: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    save_tensors({"train": init["train"], "query": init["query"]}, run_dir / "init.safetensors")
 
 
 def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None = None) -> Run:

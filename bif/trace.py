@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .errors import CacheError
+from .files import save_tensors
 
 
 @dataclass
@@ -74,9 +75,7 @@ def save_chain(path: Path, chain: ChainTrace, dtype: str = "float32") -> None:
     tdtype = torch.float16 if dtype == "float16" else torch.float32
     tensors = {f"losses.{k}": v.to(tdtype).contiguous() for k, v in chain.losses.items()}
     tensors["sampling_loss"] = chain.sampling_loss.contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"seconds": f"{chain.seconds:.3f}"})
-    tmp.replace(path)
+    save_tensors(tensors, path, metadata={"seconds": f"{chain.seconds:.3f}"})
 
 
 def load_chain(path: Path, names: list[str], draws: int, steps: int) -> ChainTrace:

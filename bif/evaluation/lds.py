@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from scipy import stats
 
-from ..files import read_json, write_json
+from ..files import read_json, save_tensors, write_json
 from .benchmark import Benchmark, query_losses, train_recipe
 
 
@@ -137,9 +137,7 @@ def retrain_losses(bench: Benchmark, subsets: np.ndarray, seeds: list[int],
                 texts = [bench.texts[i] for i in np.flatnonzero(subset)]
                 model, loss, secs, _ = train_recipe(bench.spec, bench.tokenizer, texts, seed)
                 ql = query_losses(model, qex).tolist()
-                save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"},
-                          str(weights.with_suffix(".tmp")))
-                weights.with_suffix(".tmp").replace(weights)
+                save_tensors({k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}, weights)
                 rec = rec or {"ids": [bench.conv_ids[i] for i in np.flatnonzero(subset)], "seed": seed,
                               "seconds": secs, "train_loss": loss, "query_losses": {}}
                 rec["query_losses"][qex.fingerprint] = ql
