@@ -6,8 +6,9 @@ the pages live in views/ (not pages/: that name switches on Streamlit's legacy m
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                      ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+    os.environ.setdefault(_name, _value)
 
 import streamlit as st  # noqa: E402
 
@@ -15,7 +16,7 @@ from views import common  # noqa: E402
 
 st.set_page_config(page_title="BIF Explorer", page_icon=":material/search:", layout="wide")
 
-# Pages in menu order. A results/evidence page slots in here as one more st.Page.
+# Pages in menu order.
 PAGES = [
     st.Page("views/run.py", title="Run", icon=":material/play_circle:", default=True),
     st.Page("views/influence.py", title="Influence", icon=":material/target:"),

@@ -1,29 +1,24 @@
 """BIF Explorer's library: local Bayesian influence functions for language models (and any torch model).
 
 Stages: load a model and data -> `compute_run` (localized SGLD + loss traces, cached) -> views in `influence`
-(per sample, per token, token × token) with error bars -> `diagnose`. See README.md for examples.
+(per sample, per token, token × token) with error bars -> `diagnose`. See README.md for examples and
+docs/architecture.md for the packages: core (numerics), lm (models and text), store (runs on disk),
+dist (several processes), service (background jobs). Importing `bif` changes no global state.
 """
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-from . import influence  # noqa: E402
-from .config import PRESETS, SamplerConfig, help_text, preset  # noqa: E402
-from .data import DataSpec, Query, load_texts, tokenize_queries, tokenize_texts  # noqa: E402
-from .diagnostics import Diagnosis, diagnose  # noqa: E402
-from .errors import BIFError  # noqa: E402
-from .estimators import Scores, covariance  # noqa: E402
-from .examples import Examples, lm_token_loss, score_examples  # noqa: E402
-from .models import ModelSpec, generate_completion, load_model  # noqa: E402
-from .catalog import delete_run, find_run, list_runs  # noqa: E402
-from .replay import add_queries  # noqa: E402
-from .runs import Run, compute_run, open_run  # noqa: E402
-from .sampler import sample  # noqa: E402
-from .trace import LossTrace  # noqa: E402
+from bif.core import influence
+from bif.core.config import PRESETS, SamplerConfig, help_text, preset
+from bif.core.diagnostics import Diagnosis, diagnose
+from bif.core.estimators import Scores, covariance
+from bif.core.examples import Examples, lm_token_loss, score_examples
+from bif.core.sampler import sample
+from bif.core.trace import LossTrace
+from bif.errors import BIFError
+from bif.lm.data import DataSpec, Query, load_texts, tokenize_queries, tokenize_texts
+from bif.lm.models import ModelSpec, generate_completion, load_model
+from bif.store.catalog import delete_run, find_run, list_runs
+from bif.store.replay import add_queries
+from bif.store.runs import Run, compute_run, open_run
 
 __all__ = ["PRESETS", "SamplerConfig", "help_text", "preset", "DataSpec", "Query", "load_texts", "tokenize_queries",
            "tokenize_texts", "Diagnosis", "diagnose", "BIFError", "Scores", "covariance", "Examples", "lm_token_loss",

@@ -15,7 +15,7 @@ import re
 import numpy as np
 import plotly.graph_objects as go
 
-from .estimators import Scores
+from bif.core.estimators import Scores
 
 SUPPORT_RGB = (33, 102, 172)  # blue
 OPPOSE_RGB = (179, 88, 6)  # orange (blue/orange reads for most colour-blind viewers)

@@ -4,7 +4,7 @@
 #   2. pytest -m gpu tests/test_gpu.py (CUDA replay, large-model options, NCCL when 2+ GPUs) -> $OUT/pytest_gpu.txt
 #   3. QUICK=1 scripts/gpu_bench.sh: demo runs on the GPU, torchrun = 1-process check, micro-benchmarks
 #                                                         -> $OUT/gpu_bench.md, gpu_bench.log
-#   4. bif.scale_bench models on the GPU: SGLD step, scoring per sequence, cost model and peak memory vs the
+#   4. bench.scale_bench models on the GPU: SGLD step, scoring per sequence, cost model and peak memory vs the
 #      estimate for random-weight Llamas of published shapes (SmolLM2-135M, Llama-3.2-1B; SIZES= to change)
 #                                                         -> $OUT/models.md, models.json
 # Each part has its own time limit; the exit status is 1 if any failed. DEVICE=cpu runs it here as a dry run.
@@ -27,7 +27,7 @@ timeout 180 $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -o addopt
   || { echo "pytest -m gpu failed (exit $?)" >> "$OUT/pytest_gpu.txt"; rc=1; }
 QUICK=1 DEVICE=$DEVICE PYTHON=$PY timeout 330 bash scripts/gpu_bench.sh "$OUT" > /dev/null 2>&1 \
   || { echo "gpu_bench.sh failed (exit $?)" >> "$OUT/gpu_bench.md"; rc=1; }
-timeout 240 $PY -m bif.scale_bench --only models --quick --device "$DEVICE" --sizes "$SIZES" --json "$OUT/models.json" \
+timeout 240 $PY -m bench.scale_bench --only models --quick --device "$DEVICE" --sizes "$SIZES" --json "$OUT/models.json" \
   > "$OUT/models.md" 2>&1 || { echo "scale_bench failed (exit $?)" >> "$OUT/models.md"; rc=1; }
 cat "$OUT/env.txt"; tail -3 "$OUT/pytest_gpu.txt"; cat "$OUT/gpu_bench.md" "$OUT/models.md"
 exit $rc

@@ -9,7 +9,7 @@
 # The device's image already holds torch (CUDA), transformers, safetensors, tokenizers, filelock, scipy, numpy,
 # pandas, pyyaml, tqdm and pytest; it cannot fetch anything. SmolLM2's weights (94 MB GGUF, 270 MB as bf16) do not
 # fit the 64 MiB that a call carries: SmolLM2 is timed there as its architecture with random weights
-# (bif.scale_bench --sizes smollm2), which costs the same compute and memory.
+# (bench.scale_bench --sizes smollm2), which costs the same compute and memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}

@@ -124,10 +124,10 @@ if [ "$DEVICE" = cpu ]; then BENCH_SIZES="32 16 16 2 1 1 16"; else BENCH_SIZES="
 BENCH_OUT=$(mktemp)
 if BENCH_DEVICE=$DEVICE BENCH_CACHE=$CACHE BENCH_SIZES=$BENCH_SIZES $PY - > "$BENCH_OUT" 2>> "$LOG" << 'EOF'
 import importlib.util, os, statistics, sys, time, torch, bif
-from bif.config import preset
-from bif.examples import lm_token_loss, score_examples
-from bif.sampler import sgld_step
-from bif.scale import ScaleOptions, apply_weights_dtype, estimate_memory, peak_resident_bytes
+from bif.core.config import preset
+from bif.core.examples import lm_token_loss, score_examples
+from bif.core.sampler import sgld_step
+from bif.core.scale import ScaleOptions, apply_weights_dtype, estimate_memory, peak_resident_bytes
 
 dev, cache = os.environ["BENCH_DEVICE"], os.environ["BENCH_CACHE"]
 n_rows, n_scored, score_bs, step_bs, score_reps, step_reps, seq = map(int, os.environ["BENCH_SIZES"].split())

@@ -186,7 +186,7 @@ def test_run_page_bad_inputs_are_messages(tiny_run, tmp_path):
 
 
 def test_run_page_watches_a_job(tiny_run, tiny_lm, tiny_corpus):
-    from bif import jobs
+    from bif.service import jobs
 
     cache, run = tiny_run
     req = jobs.make_request("run", bif.ModelSpec(str(tiny_lm)).to_dict(), {}, [], {}, cache)
@@ -227,7 +227,7 @@ def test_run_page_upload_and_generate(tiny_run, tiny_lm, tiny_corpus, tmp_path):
 
 
 def test_a_finished_job_opens_its_run(tiny_run):
-    from bif import jobs
+    from bif.service import jobs
 
     cache, run = tiny_run
     job_id = jobs.create_job(jobs.make_request("run", {}, {}, [], {}, cache), cache)

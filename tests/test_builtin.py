@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bif import builtin, corpus
-from bif.builtin import BuiltinModelError, DemoRecipe, build_demo_model, build_smollm2, train_demo_lm, train_tokenizer
-from bif.corpus import (DEMO_QUERIES, chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
+from bif.lm import builtin
+from bif.lm import corpus
+from bif.lm.builtin import BuiltinModelError, DemoRecipe, build_demo_model, build_smollm2, train_demo_lm, train_tokenizer
+from bif.lm.corpus import (DEMO_QUERIES, chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
                         format_example, format_prompt)
 
 TINY = DemoRecipe(vocab_size=300, n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, steps=3,

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoTokenizer
 
 import bif
-from bif.data import scored_indices
+from bif.lm.data import scored_indices
 from bif.errors import DataError
 
 RECORDS = [{"prompt": "User: hi\nBot:", "completion": " hello"}, {"prompt": "User: bye\nBot:", "completion": " ciao"}]

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from bif.diagnostics import diagnose, ess, lag1_autocorr, split_rhat
-from bif.trace import LossTrace
+from bif.core.diagnostics import diagnose, ess, lag1_autocorr, split_rhat
+from bif.core.trace import LossTrace
 
 
 def ar1(C, D, n, rho, rng):

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 import bif
-from bif import distributed, runs
-from bif.distributed import Dist, ReplicaMismatch, make_plan
+from bif.dist import distributed
+from bif.store import runs
+from bif.dist.distributed import Dist, ReplicaMismatch, make_plan
 from bif.errors import ConfigError
-from bif.trace import ChainWriter, open_chain
+from bif.core.trace import ChainWriter, open_chain
 
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
 OTHER = bif.Query("User: what is 2 plus 2?\nBot:", " 4")
@@ -74,15 +75,15 @@ def test_shards_of_two_ranks_merge_into_the_single_process_trace_and_resume_per_
     prep, cfg, run_dir = _prepared(tiny_lm, tiny_corpus, tmp_path / "dist", trace_dtype=trace_dtype)
     plan = make_plan(cfg.chains, 2, groups=1)
     events = []
-    runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
+    runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
                         events.append)
     parts = sorted(p.name for p in (run_dir / "parts").iterdir())
     assert parts == ["chain_000.shard-0-of-2.safetensors", "chain_001.shard-0-of-2.safetensors"]
     events.clear()
-    runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
+    runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
                         events.append)
     assert events == [], "finished shards are not recomputed"
-    runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=1, world=2), plan, "cpu", None)
+    runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=1, world=2), plan, "cpu", None)
     runs._merge_chains(run_dir, prep, cfg, Dist(rank=0, world=2), plan, "cpu")
     assert not list((run_dir / "parts").iterdir()), "shards are removed once merged"
     single = bif.compute_run(*request(tiny_lm, tiny_corpus, trace_dtype=trace_dtype), cache_root=tmp_path / "single")
@@ -98,7 +99,7 @@ def test_shards_from_different_trajectories_are_refused(tiny_lm, tiny_corpus, tm
     prep, cfg, run_dir = _prepared(tiny_lm, tiny_corpus, tmp_path)
     plan = make_plan(cfg.chains, 2, groups=1)
     for rank in (0, 1):
-        runs._sample_chains(run_dir, prep, cfg, bif.scale.ScaleOptions(), Dist(rank=rank, world=2), plan, "cpu",
+        runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=rank, world=2), plan, "cpu",
                             None)
     path = distributed.part_path(run_dir, 0, 1, 2)
     t = {k: np.array(v) for k, v in open_chain(path).items()}
@@ -158,9 +159,9 @@ def test_torchrun_without_completion_generates_it_once_and_resolves_last_blocks(
 
 
 def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tiny_lm, tiny_corpus, tmp_path):
-    """A new query on a cached run, replayed by a 2-process job (`torchrun ... -m bif.jobs DIR`, as the app starts
+    """A new query on a cached run, replayed by a 2-process job (`torchrun ... -m bif.service.jobs DIR`, as the app starts
     it on CPU): each rank replays one chain; the result equals a single-process replay."""
-    from bif import jobs
+    from bif.service import jobs
 
     model, data, queries, cfg = request(tiny_lm, tiny_corpus)
     run = bif.compute_run(model, data, queries, cfg, cache_root=tmp_path / "one")
@@ -172,7 +173,7 @@ def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tin
     job = jobs.create_job(req, tmp_path / "two")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bif.jobs",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bif.service.jobs",
            str(jobs.job_dir(job, tmp_path / "two"))]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     status = jobs.job_status(job, tmp_path / "two")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bif import influence
-from bif.estimators import benjamini_hochberg, covariance, jaccard, topk_overlap
-from bif.trace import LossTrace
+from bif.core import influence
+from bif.core.estimators import benjamini_hochberg, covariance, jaccard, topk_overlap
+from bif.core.trace import LossTrace
 
 
 def synthetic_trace(C=4, D=60, n=6, P=5, q=2, Pq=4, seed=0) -> LossTrace:

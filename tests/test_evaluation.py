@@ -119,7 +119,7 @@ def bench(quick):
 
 def test_gradient_dot_predicts_one_sgd_step(bench):
     """Δ_dot = −∇φ·∇ℓ_i: one SGD step of size η on z_i changes the query loss by ≈ η·Δ (first order)."""
-    from bif.data import tokenize_texts
+    from bif.lm.data import tokenize_texts
 
     train = tokenize_texts(bench.tokenizer, bench.texts, bench.spec.max_len)
     qex = bench.query_examples()
@@ -147,7 +147,7 @@ def test_ekfac_agrees_in_sign_with_gradient_dot(quick):
 
 
 def test_sweep_quick_grid(quick):
-    from bif.config import preset
+    from bif.core.config import preset
     from bif.evaluation.evaluate import EvalConfig
     from bif.evaluation.report import sweep_markdown
     from bif.evaluation.sweep import sweep
@@ -225,8 +225,8 @@ def test_common_mode_removal_keeps_the_specific_covariance():
     """Every loss rides on one shared fluctuation; the query also shares sample 2's own noise. Plain −Cov is large
     for every sample; after removing the common mode only sample 2 stands out."""
     from bif.evaluation.evaluate import common_mode_removed
-    from bif.influence import samples
-    from bif.trace import LossTrace
+    from bif.core.influence import samples
+    from bif.core.trace import LossTrace
 
     rng = np.random.default_rng(0)
     C, D, n = 4, 400, 20

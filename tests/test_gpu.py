@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import bif
-from bif.sampler import run_chain, sample_chain
-from bif.scale import ScaleOptions
+from bif.core.sampler import run_chain, sample_chain
+from bif.core.scale import ScaleOptions
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
@@ -19,7 +19,7 @@ QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
 
 @pytest.fixture
 def lm_cuda(tiny_lm, tiny_corpus):
-    from bif.distributed import deterministic_cuda
+    from bif.dist.distributed import deterministic_cuda
 
     deterministic_cuda()
     loaded = bif.load_model(bif.ModelSpec(str(tiny_lm)), device="cuda")

@@ -9,7 +9,8 @@ import time
 import pytest
 
 import bif
-from bif import catalog, jobs
+from bif.store import catalog
+from bif.service import jobs
 
 QUERY = {"prompt": "User: what is 3 plus 4?\nBot:", "completion": " 7"}
 
@@ -79,7 +80,7 @@ def test_internal_error_is_generic(tiny_lm, tiny_corpus, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(bif.runs, "compute_run", boom)
+    monkeypatch.setattr(bif.store.runs, "compute_run", boom)
     job_id = jobs.create_job(request(tiny_lm, tiny_corpus, tmp_path), tmp_path)
     jobs.run_job(jobs.job_dir(job_id, tmp_path))
     s = jobs.job_status(job_id, tmp_path)

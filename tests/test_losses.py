@@ -4,7 +4,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import bif
-from bif.examples import lm_token_loss, score_examples
+from bif.core.examples import lm_token_loss, score_examples
 
 
 def naive_losses(model, ids_list):

@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from bif import render
-from bif.estimators import Scores
+from bif.core.estimators import Scores
 
 
 def scores(support, se=None, sig=None) -> Scores:

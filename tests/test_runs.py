@@ -53,7 +53,7 @@ def test_corruption_is_detected(tiny_lm, tiny_corpus, tmp_path):
 
 
 def test_reopening_hashes_only_files_whose_size_or_mtime_changed(tiny_lm, tiny_corpus, tmp_path, monkeypatch):
-    from bif import files
+    from bif.core import files
 
     run = bif.compute_run(*request(tiny_lm, tiny_corpus), cache_root=tmp_path)
     old = run.dir.stat().st_mtime - 60  # older than files.RACY_S, so a verified file's stamp may be recorded

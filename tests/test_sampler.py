@@ -8,8 +8,8 @@ import torch
 
 from bif import Examples, SamplerConfig, sample
 from bif.errors import ConfigError, DivergedError
-from bif.estimators import covariance
-from bif.sampler import sample_chain, select_parameters, sgld_step
+from bif.core.estimators import covariance
+from bif.core.sampler import sample_chain, select_parameters, sgld_step
 
 
 class Linear(torch.nn.Module):
@@ -142,7 +142,7 @@ def test_absurd_hyperparameters_are_refused_with_a_reason(bad):
 def test_last_blocks_patterns(tiny_lm):
     from transformers import AutoModelForCausalLM
 
-    from bif.models import last_blocks
+    from bif.lm.models import last_blocks
 
     model = AutoModelForCausalLM.from_pretrained(tiny_lm)
     assert last_blocks(model, 1) == ("model.layers.0.*",)
@@ -151,7 +151,7 @@ def test_last_blocks_patterns(tiny_lm):
 
 
 def test_basin_check_runs_thirty_steps_from_w_star_and_a_huge_step_leaves(tiny_lm):
-    from bif.benchmark import basin_check
+    from bench.benchmark import basin_check
 
     calm = basin_check(str(tiny_lm), "smoke", "cache-unused", {"step_size": 1e-7})
     assert len(calm["every_3"]) == 10 and calm["config"]["batch_size"] == 8

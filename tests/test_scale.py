@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import bif
-from bif.sampler import run_chain, sample_chain
-from bif.scale import OutOfMemory, ScaleOptions, apply_weights_dtype, checkpointing, estimate_memory
+from bif.core.sampler import run_chain, sample_chain
+from bif.core.scale import OutOfMemory, ScaleOptions, apply_weights_dtype, checkpointing, estimate_memory
 
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
 
@@ -100,7 +100,7 @@ def test_memory_estimate_scales_with_the_options():
 def test_benchmark_shapes_have_the_published_models_parameter_counts(shape, params):
     """scale_bench times random-weight models of these shapes in place of the real ones: same size, same compute.
     (SmolLM2-135M-Instruct's converted safetensors hold 134,515,008 numbers; Llama-3.2-1B/3B: 1.24 B / 3.21 B.)"""
-    from bif import scale_bench
+    from bench import scale_bench
 
     with torch.device("meta"):  # no memory: shapes only
         model = scale_bench.random_llama(shape)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import bif
-from bif import influence, stream
-from bif.estimators import covariance
-from bif.trace import ChainStack, ChainTrace, ChainWriter, LossTrace, load_chain, open_chain, save_chain
+from bif.core import influence
+from bif.core import stream
+from bif.core.estimators import covariance
+from bif.core.trace import ChainStack, ChainTrace, ChainWriter, LossTrace, load_chain, open_chain, save_chain
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -93,9 +94,10 @@ BUDGET_SCRIPT = textwrap.dedent("""
     import json, sys
     import torch; torch.set_num_threads(1)
     import numpy as np
-    from bif import SamplerConfig, stream
-    from bif.scale import peak_resident_bytes
-    from bif.scale_bench import synthetic_problem
+    from bif import SamplerConfig
+    from bif.core import stream
+    from bif.core.scale import peak_resident_bytes
+    from bench.scale_bench import synthetic_problem
 
     ex, model, loss_fn = synthetic_problem(60000, 16)
     cfg = SamplerConfig(step_size=1e-4, nbeta=10.0, gamma=100.0, chains=2, draws=40, burn_in=0, steps_between=1,

@@ -15,7 +15,8 @@ from pathlib import Path
 import streamlit as st
 
 import bif
-from bif import influence, jobs
+from bif.core import influence
+from bif.service import jobs
 
 log = logging.getLogger("bif.app")
 VIEW_KEYS = ("run", "q", "token", "sample", "job", "by")

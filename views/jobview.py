@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from bif import jobs, render
+from bif.service import jobs
+from bif import render
 from views import common
 
 STAGES = {"start": "Starting the worker", "tokenizer": "Building the demo model: training its tokenizer",

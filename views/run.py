@@ -9,8 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 import bif
-from bif import catalog, jobs
-from bif.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES
+from bif.store import catalog
+from bif.service import jobs
+from bif.core.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES
 from views import common, jobview
 
 MODELS = {"demo": "Demo: tiny Llama trained on chatterbot conversations", "smollm2": "SmolLM2-135M-Instruct",
@@ -23,7 +24,7 @@ KEEP = {"persist_state": "session"}  # keep what was typed when the user visits 
 def demo_queries() -> list[tuple[str, str]]:
     """The demo model's example queries as (prompt, completion); empty when none are defined."""
     try:
-        from bif.corpus import DEMO_QUERIES
+        from bif.lm.corpus import DEMO_QUERIES
     except ImportError:
         return []
     out = []
@@ -53,7 +54,7 @@ def loaded_model(spec: bif.ModelSpec, root: str):
 def demo_built() -> bool:
     """Whether the demo model is already trained (else the first run or generation trains it: minutes)."""
     try:
-        from bif.builtin import demo_model_path
+        from bif.lm.builtin import demo_model_path
         return (demo_model_path(common.cache_root()) / "build_info.json").is_file()
     except (ImportError, AttributeError):
         return True

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import bif
-from bif import jobs
+from bif.service import jobs
 from bif.render import md_escape
 from views import common
 

@@ -34,9 +34,9 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _configs(args):
-    from ..config import preset
-    from .benchmark import BenchmarkSpec, quick_spec
-    from .evaluate import METHODS, EvalConfig
+    from bif.core.config import preset
+    from bif.evaluation.benchmark import BenchmarkSpec, quick_spec
+    from bif.evaluation.evaluate import METHODS, EvalConfig
 
     spec = quick_spec() if args.quick else BenchmarkSpec()
     if args.n_train:
@@ -44,7 +44,7 @@ def _configs(args):
     if args.quick:
         bif = preset("smoke", **_parse_set(args.set))
     elif args.cmd == "sweep" and args.preset is None:
-        from .sweep import SWEEP_BASE
+        from bif.evaluation.sweep import SWEEP_BASE
 
         bif = SWEEP_BASE.replace(**_parse_set(args.set))
     else:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--subsets", type=int, default=None, help="LDS half-subsets M (default 32; 6 with --quick).")
         s.add_argument("--seeds", type=int, nargs="+", default=[0], help="Retrain seeds per subset.")
         s.add_argument("--n-train", type=int, default=None, help="Benchmark training-set size (default 128).")
-        s.add_argument("--preset", default=None, help="BIF sampler preset (bif.config.PRESETS); default demo-cpu "
+        s.add_argument("--preset", default=None, help="BIF sampler preset (bif.core.config.PRESETS); default demo-cpu "
                        "for run, sweep.SWEEP_BASE for sweep.")
         s.add_argument("--set", action="append", metavar="KEY=VALUE", help="Override a sampler setting.")
         s.add_argument("--methods", nargs="+", default=None, help="Subset of methods (default: all).")
@@ -83,19 +83,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ..errors import BIFError
-    from .report import write_evaluation, write_sweep
+    from bif.errors import BIFError
+    from bif.evaluation.report import write_evaluation, write_sweep
 
     torch.set_num_threads(args.threads)
     try:
         spec, cfg = _configs(args)
         if args.cmd == "run":
-            from .evaluate import evaluate
+            from bif.evaluation.evaluate import evaluate
 
             res = evaluate(spec, cfg, args.cache, log=_log)
             paths = write_evaluation(res, args.out)
         else:
-            from .sweep import GRID, sweep
+            from bif.evaluation.sweep import GRID, sweep
 
             short = ("draws", "chains")
             grid = [(lab, {k: v for k, v in over.items() if k not in short}, seeds) for lab, over, seeds in GRID[:3]] \

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..examples import Examples, lm_token_loss
+from bif.core.examples import Examples, lm_token_loss
 
 
 def _params(model: torch.nn.Module) -> list[torch.nn.Parameter]:

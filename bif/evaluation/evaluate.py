@@ -17,12 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import SamplerConfig, preset
-from ..data import DataSpec, tokenize_texts
-from . import baselines
-from .benchmark import Benchmark, BenchmarkSpec, build_benchmark
-from .lds import bootstrap_ci, half_subsets, lds, lds_per_query, predicted_losses, retrain_losses, spearman
-from .retrieval import retrieval_metrics
+from bif.core.config import SamplerConfig, preset
+from bif.lm.data import DataSpec, tokenize_texts
+from bif.evaluation import baselines
+from bif.evaluation.benchmark import Benchmark, BenchmarkSpec, build_benchmark
+from bif.evaluation.lds import bootstrap_ci, half_subsets, lds, lds_per_query, predicted_losses, retrain_losses, spearman
+from bif.evaluation.retrieval import retrieval_metrics
 
 CONVENTION = ("Every method's score Δ_i is the predicted change in the query loss (Σ over completion tokens) when "
               "training sample i is in the training set; negative = the sample supports the completion. "
@@ -104,8 +104,8 @@ def _cached(bench: Benchmark, name: str, key: dict, compute: Callable[[], tuple[
 
 def bif_run(bench: Benchmark, config: SamplerConfig, cache_root: Path, progress=None):
     """The BIF run of the benchmark model on its whole training set (all scored) and its queries."""
-    from ..models import ModelSpec
-    from ..runs import compute_run
+    from bif.lm.models import ModelSpec
+    from bif.store.runs import compute_run
 
     data = DataSpec(source=str(bench.data_path), max_length=bench.spec.max_len, n_scored=None)
     return compute_run(ModelSpec(str(bench.model_dir)), data, bench.queries, config, cache_root=cache_root,
@@ -126,7 +126,7 @@ def run_seconds(run) -> float:
 def bif_deltas(run, n_queries: int, chains: int | None = None, draws: int | None = None) -> dict:
     """{"bif": Δ = −Cov, "bif_corr": Δ = −Corr, "bif_cm": −Cov after removing the common mode} (Q, n) each, plus
     "scores": the Scores of each query, from a finished run (optionally its first `chains` × `draws` only)."""
-    from ..influence import samples
+    from bif.core.influence import samples
 
     traces = [_trace(run, q, chains, draws) for q in range(n_queries)]
     scores = [samples(t, row) for t, row in traces]
@@ -144,7 +144,7 @@ def common_mode_removed(trace, row: int):
     down in overall loss); it adds a covariance that is large for every sample and says little about which
     sample matters. Regressing it out of each series (pooled least squares) leaves the partial covariance.
     """
-    from ..estimators import covariance
+    from bif.core.estimators import covariance
 
     x = trace.series("train")  # (C, D, n)
     y = trace.series("query", [row])  # (C, D, 1)
@@ -163,7 +163,7 @@ def common_mode_removed(trace, row: int):
 
 
 def _trace(run, q, chains=None, draws=None):
-    from ..trace import LossTrace
+    from bif.core.trace import LossTrace
 
     trace, row = run.trace(q)
     if chains is None and draws is None:
@@ -278,7 +278,7 @@ def evaluate(spec: BenchmarkSpec, cfg: EvalConfig, cache_root: str | Path = "cac
             "train_loss": bench.train_loss, "train_seconds": bench.train_seconds,
             "description": (f"A fixed {n}-conversation subset of the demo corpus (the {Q} paraphrase sources plus a "
                             f"seeded random draw), a model with the demo architecture trained on it for "
-                            f"{spec.epochs} epochs with the demo training code (bif.builtin.train_lm). Smaller than "
+                            f"{spec.epochs} epochs with the demo training code (bif.lm.builtin.train_lm). Smaller than "
                             "the demo (850 conversations) so that retraining takes seconds, not minutes."),
         },
         "queries": [{"prompt": q.prompt, "completion": q.completion, "source": s, "source_text": bench.texts[s]}

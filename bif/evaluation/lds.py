@@ -25,8 +25,8 @@ import numpy as np
 from safetensors.torch import load_file
 from scipy import stats
 
-from ..files import read_json, save_tensors, write_json
-from .benchmark import Benchmark, query_losses, train_recipe
+from bif.core.files import read_json, save_tensors, write_json
+from bif.evaluation.benchmark import Benchmark, query_losses, train_recipe
 
 
 def half_subsets(n: int, m: int, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Each query asks a training conversation's question in other words; its completion is the source conversation's
 answer, so the source is the one training sample that should support it most. Sources are found by their exact
-question (and answer prefix, where a question occurs more than once) in `bif.corpus.demo_conversations()`.
+question (and answer prefix, where a question occurs more than once) in `bif.lm.corpus.demo_conversations()`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from .. import corpus
-from ..corpus import format_prompt
-from ..data import Query
+from bif.lm import corpus
+from bif.lm.corpus import format_prompt
+from bif.lm.data import Query
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def _conversations() -> tuple[tuple[str, str], ...]:
 
 
 def demo_conversations() -> list[tuple[str, str]]:
-    """`bif.corpus.demo_conversations()`, read once per process (parsing the YAML takes seconds)."""
+    """`bif.lm.corpus.demo_conversations()`, read once per process (parsing the YAML takes seconds)."""
     return list(_conversations())
 
 

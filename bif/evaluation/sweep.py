@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import SamplerConfig
-from ..estimators import jaccard
-from .benchmark import BenchmarkSpec, build_benchmark
-from .evaluate import EvalConfig, bif_deltas, bif_run, run_seconds
-from .lds import half_subsets, lds, predicted_losses, retrain_losses
-from .retrieval import retrieval_metrics
+from bif.core.config import SamplerConfig
+from bif.core.estimators import jaccard
+from bif.evaluation.benchmark import BenchmarkSpec, build_benchmark
+from bif.evaluation.evaluate import EvalConfig, bif_deltas, bif_run, run_seconds
+from bif.evaluation.lds import half_subsets, lds, predicted_losses, retrain_losses
+from bif.evaluation.retrieval import retrieval_metrics
 
 # (label, overrides of the base config, seeds). Frontier settings run with two seeds, sensitivity ones with one.
 # The grid's base: the demo-cpu preset as it was when the sweep was measured (ε 1e-4); fixed here so that the
@@ -52,8 +52,8 @@ def time_probe(bench, batch_sizes, repeats: int = 3) -> dict:
     measured now on this machine (best of `repeats`): a load-independent yardstick for comparing settings."""
     import torch
 
-    from ..data import tokenize_texts
-    from ..examples import lm_token_loss, score_examples
+    from bif.lm.data import tokenize_texts
+    from bif.core.examples import lm_token_loss, score_examples
 
     train = tokenize_texts(bench.tokenizer, bench.texts, bench.spec.max_len)
     queries = bench.query_examples()

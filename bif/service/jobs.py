@@ -9,7 +9,7 @@ A job is a directory cache_root/jobs/<id>/ holding
     cancel          present when the user asked to stop (the worker raises Cancelled at its next report)
     log.txt         the worker's stdout/stderr (tracebacks of internal errors go here, never to the page)
 
-Start one with `start_job`; it runs `python -m bif.jobs <job_dir>` in its own session, on CPU as one process per
+Start one with `start_job`; it runs `python -m bif.service.jobs <job_dir>` in its own session, on CPU as one process per
 core under torchrun (the chains are spread over them; see default_procs). No streamlit import here.
 """
 
@@ -24,8 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import BIFError, Cancelled
-from .files import read_json, write_json
+from bif.errors import BIFError, Cancelled
+from bif.core.files import read_json, write_json
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -70,7 +70,7 @@ def create_job(request: dict, cache_root: str | Path) -> str:
 
 
 def start_job(request: dict, cache_root: str | Path) -> str:
-    """Write the request and start a detached worker (`python -m bif.jobs DIR`). Returns the job id.
+    """Write the request and start a detached worker (`python -m bif.service.jobs DIR`). Returns the job id.
 
     If an active job has the very same request, its id is returned instead (a double click starts nothing new).
     """
@@ -80,12 +80,13 @@ def start_job(request: dict, cache_root: str | Path) -> str:
             return job["id"]
     job_id = create_job(request, cache_root)
     d = job_dir(job_id, cache_root)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    root = str(Path(__file__).resolve().parents[2])  # the repository (bif/service/jobs.py)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     procs = request.get("procs") or default_procs(request)
-    cmd = [sys.executable, "-m", "bif.jobs", str(d.resolve())]
-    if procs > 1:  # chains spread over processes (bif.distributed); torchrun stops them all if one fails
+    cmd = [sys.executable, "-m", "bif.service.jobs", str(d.resolve())]
+    if procs > 1:  # chains spread over processes (bif.dist.distributed); torchrun stops them all if one fails
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", *cmd[1:]]
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
     with open(d / "log.txt", "ab") as log:
@@ -234,11 +235,11 @@ class ProgressWriter:
 
 def _compute(req: dict, progress: "ProgressWriter", is_main: bool):
     """What a job computes, on every rank alike: the run, or the run with the request's queries added by replay."""
-    from . import runs
-    from .config import SamplerConfig
-    from .data import DataSpec, Query
-    from .models import ModelSpec
-    from .replay import add_queries
+    from bif.store import runs
+    from bif.core.config import SamplerConfig
+    from bif.lm.data import DataSpec, Query
+    from bif.lm.models import ModelSpec
+    from bif.store.replay import add_queries
 
     queries = [Query(**q) for q in req["queries"]]
     if req["kind"] == "replay":  # rank 0 checks the stored checksums; the others trust it
@@ -273,7 +274,7 @@ def run_job(d: str | Path) -> str:
     write_json(d / "status.json", status)
     progress = ProgressWriter(d)
     try:
-        from .data import Query
+        from bif.lm.data import Query
 
         req = json.loads((d / "request.json").read_text())
         progress({"stage": "start"})
@@ -323,7 +324,7 @@ def estimate_cost(request: dict, n_train: int, mean_tokens: float) -> dict:
     cost ≈ chains × (steps × t_step + draws × (n_scored + n_queries) × t_forward) / processes + start-up. For a
     replay only the queries are scored. The constants are rough (single-thread CPU); the live ETA is the better guide.
     """
-    from .config import SamplerConfig
+    from bif.core.config import SamplerConfig
 
     cfg = SamplerConfig.from_dict(request["config"])
     data = request["data"]
@@ -359,5 +360,5 @@ def format_seconds(s: float | None) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m bif.jobs JOB_DIR")
+        sys.exit("usage: python -m bif.service.jobs JOB_DIR")
     sys.exit(0 if run_job(sys.argv[1]) in ("done", "cancelled") else 1)

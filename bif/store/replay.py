@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed
-from .data import Query, load_texts, tokenize_queries, tokenize_texts
-from .errors import BIFError, ReplayMismatch
-from .examples import lm_token_loss, score_examples
-from .files import save_tensors, seal, write_json
-from .models import ModelSpec, load_model
-from .runs import Run, _hash, _overall, open_run
-from .sampler import Progress, resolve_device, sample_chain
-from .scale import ScaleOptions, apply_weights_dtype
-from .trace import save_chain
+from bif.dist import distributed
+from bif.lm.data import Query, load_texts, tokenize_queries, tokenize_texts
+from bif.errors import BIFError, ReplayMismatch
+from bif.core.examples import lm_token_loss, score_examples
+from bif.core.files import save_tensors, seal, write_json
+from bif.lm.models import ModelSpec, load_model
+from bif.store.runs import Run, _hash, _overall, open_run
+from bif.core.sampler import Progress, resolve_device, sample_chain
+from bif.core.scale import ScaleOptions, apply_weights_dtype
+from bif.core.trace import save_chain
 
 
 def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from .errors import BIFError, CacheError, ConfigError
-from .examples import Examples, LossFn, call_loss
-from .trace import ChainWriter, chain_seconds, open_chain, read_draws
+from bif.errors import BIFError, CacheError, ConfigError
+from bif.core.examples import Examples, LossFn, call_loss
+from bif.core.trace import ChainWriter, chain_seconds, open_chain, read_draws
 
 log = logging.getLogger("bif")
 
@@ -141,7 +141,7 @@ def make_plan(chains: int, world: int, groups: int | None = None) -> Plan:
 
 
 def scoring_batches(examples: Examples, batch_size: int) -> list[torch.Tensor]:
-    """The row batches of `bif.examples.score_examples`: sorted by length (longest first), batch_size each."""
+    """The row batches of `bif.core.examples.score_examples`: sorted by length (longest first), batch_size each."""
     n = len(examples)
     order = torch.argsort(examples.lengths, descending=True) if examples.lengths is not None else torch.arange(n)
     return [order[s:s + batch_size] for s in range(0, n, batch_size)]
@@ -179,8 +179,8 @@ def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observe
     """
     from safetensors.torch import load_file
 
-    from .examples import score_examples
-    from .files import save_tensors
+    from bif.core.examples import score_examples
+    from bif.core.files import save_tensors
 
     if dist.world == 1:
         return {k: score_examples(model, loss_fn, ex, batch_size, device).cpu() for k, ex in observed.items()}
@@ -297,7 +297,7 @@ def cli_setup(args):
 
     Under torchrun it joins the process group and asks CUDA for deterministic kernels; rank 0 logs the
     memory estimate."""
-    from .scale import ScaleOptions
+    from bif.core.scale import ScaleOptions
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         deterministic_cuda()

@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from bif.errors import ConfigError
 
 PRECONDITIONERS = ("none", "rmsprop")
 DTYPES = ("float32", "bfloat16")

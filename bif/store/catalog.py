@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SamplerConfig
-from .data import DataSpec, Query
-from .errors import CacheError, ConfigError
-from .files import changed_files, read_json
-from .models import ModelSpec
-from .runs import _prepare
-from .scale import ScaleOptions
+from bif.core.config import SamplerConfig
+from bif.lm.data import DataSpec, Query
+from bif.errors import CacheError, ConfigError
+from bif.core.files import changed_files, read_json
+from bif.lm.models import ModelSpec
+from bif.store.runs import _prepare
+from bif.core.scale import ScaleOptions
 
 
 def find_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
@@ -51,8 +51,8 @@ def list_runs(cache_root: str | Path = "cache") -> list[dict]:
 
 def _verdict(run_dir: Path, config: dict, chains: int) -> str | None:
     """The diagnostics verdict of a finished run from its sampling losses alone (read lazily; cheap)."""
-    from .diagnostics import loss_verdict
-    from .trace import open_chain
+    from bif.core.diagnostics import loss_verdict
+    from bif.core.trace import open_chain
 
     try:
         losses = np.stack([np.asarray(open_chain(run_dir / f"chain_{c:03d}.safetensors")["sampling_loss"])

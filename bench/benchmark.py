@@ -2,9 +2,9 @@
 
 1. Trust: the preset run twice with independent seeds on the demo's paraphrase queries; per query, the Jaccard
    index of the training samples flagged as standing out of the noise, and the rank of the known source.
-2. Scoring throughput of the trace recorder (bif.examples.score_examples) against a bare batched forward pass of
+2. Scoring throughput of the trace recorder (bif.core.examples.score_examples) against a bare batched forward pass of
    the same model over the same samples.
-3. One SGLD step (bif.sampler.sgld_step + gradient) against a plain torch.optim.SGD step.
+3. One SGLD step (bif.core.sampler.sgld_step + gradient) against a plain torch.optim.SGD step.
 4. Optional (--fresh-clone): wall time from `git clone` to the first finished demo run, with a new venv.
 Timings are medians of repeats taken in the same run; ratios compare neighbours, so machine noise cancels.
 """
@@ -33,7 +33,7 @@ def median_seconds(fn, repeats: int) -> float:
 
 def scoring_vs_forward(model, examples, batch_size: int, repeats: int = 5) -> dict:
     """Sequences per second of score_examples and of a bare forward pass (logits only) on the same batches."""
-    from .examples import lm_token_loss, score_examples
+    from bif.core.examples import lm_token_loss, score_examples
 
     n = len(examples)
     order = torch.argsort(examples.lengths, descending=True)
@@ -54,8 +54,8 @@ def scoring_vs_forward(model, examples, batch_size: int, repeats: int = 5) -> di
 
 def sgld_vs_sgd(model, examples, batch_size: int, repeats: int = 20) -> dict:
     """Seconds per step: our SGLD step (grad + localized noisy update) against torch.optim.SGD on one minibatch."""
-    from .examples import lm_token_loss
-    from .sampler import sgld_step
+    from bif.core.examples import lm_token_loss
+    from bif.core.sampler import sgld_step
 
     inputs, mask = examples.batch(list(range(min(batch_size, len(examples)))))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -95,15 +95,15 @@ TOP_K = 5  # the supporting list's length compared between seeds (the app shows 
 def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool = False,
                    overrides: dict | None = None) -> dict:
     """Run the demo preset with two seeds on the demo queries; Jaccard of flagged sets and source ranks."""
-    from . import influence
-    from .corpus import DEMO_QUERIES
-    from .config import preset
-    from .data import DataSpec, Query
-    from .diagnostics import diagnose
-    from .estimators import jaccard
-    from .models import ModelSpec
-    from .runs import compute_run
-    from .trace import chain_seconds
+    from bif.core import influence
+    from bif.lm.corpus import DEMO_QUERIES
+    from bif.core.config import preset
+    from bif.lm.data import DataSpec, Query
+    from bif.core.diagnostics import diagnose
+    from bif.core.estimators import jaccard
+    from bif.lm.models import ModelSpec
+    from bif.store.runs import compute_run
+    from bif.core.trace import chain_seconds
 
     model = ModelSpec("demo")
     chosen = DEMO_QUERIES[:3] if quick else DEMO_QUERIES
@@ -148,14 +148,14 @@ def mixing_scan(base: str, cache_root: str, n_scored: int = 64) -> list[dict]:
     nearest by word overlap (so every source is scored). Reports ESS per draw, lag-1 autocorrelation, the mean
     sampling loss over kept draws, the median z-score (corr / SE) of the sources, their MRR, and the cost.
     """
-    from . import influence
-    from .corpus import DEMO_QUERIES
-    from .config import preset
-    from .data import DataSpec, Query
-    from .diagnostics import diagnose
-    from .models import ModelSpec
-    from .runs import compute_run
-    from .trace import chain_seconds
+    from bif.core import influence
+    from bif.lm.corpus import DEMO_QUERIES
+    from bif.core.config import preset
+    from bif.lm.data import DataSpec, Query
+    from bif.core.diagnostics import diagnose
+    from bif.lm.models import ModelSpec
+    from bif.store.runs import compute_run
+    from bif.core.trace import chain_seconds
 
     queries = [Query(q["prompt"], q["completion"]) for q in DEMO_QUERIES]
     rows = []
@@ -184,12 +184,12 @@ def basin_check(model_name: str, base: str, cache_root: str, overrides: dict | N
     A cheap first check of a preset on a new model: 30 SGLD steps at batch 8 over the demo corpus, on the CPU.
     Minibatch losses are noisy (batch 8); a chain that leaves the basin shows it within a few steps.
     """
-    from .config import preset
-    from .corpus import demo_texts
-    from .data import tokenize_texts
-    from .examples import lm_token_loss
-    from .models import ModelSpec, load_model
-    from .sampler import run_chain
+    from bif.core.config import preset
+    from bif.lm.corpus import demo_texts
+    from bif.lm.data import tokenize_texts
+    from bif.core.examples import lm_token_loss
+    from bif.lm.models import ModelSpec, load_model
+    from bif.core.sampler import run_chain
 
     loaded = load_model(ModelSpec(model_name), cache_root)
     ex = tokenize_texts(loaded.tokenizer, demo_texts(), 64)
@@ -222,15 +222,15 @@ def fresh_clone_to_first_run(repo: Path) -> dict:
 
 def _overrides(args) -> dict:
     """The --set KEY=VALUE changes to the preset."""
-    from .config import parse_settings
+    from bif.core.config import parse_settings
 
     return parse_settings(args.set)
 
 
 def main(args) -> None:
-    from .corpus import demo_texts
-    from .data import tokenize_texts
-    from .models import ModelSpec, load_model
+    from bif.lm.corpus import demo_texts
+    from bif.lm.data import tokenize_texts
+    from bif.lm.models import ModelSpec, load_model
 
     torch.set_num_threads(1)
     print(f"# bif bench (preset {args.preset} {_overrides(args) or ''}; torch threads 1; "

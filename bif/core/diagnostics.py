@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .estimators import batch_length
-from .trace import LossTrace
+from bif.core.estimators import batch_length
+from bif.core.trace import LossTrace
 
 
 def split_rhat(x: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
-from .examples import Examples, tensor_fingerprint
+from bif.errors import DataError
+from bif.core.examples import Examples, tensor_fingerprint
 
 FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
 
@@ -56,7 +56,7 @@ class Query:
 def load_texts(source: str) -> list[str]:
     """The training texts of a source ('demo' or a file path), in file order. DataError on any problem."""
     if source == "demo":
-        from .corpus import demo_texts
+        from bif.lm.corpus import demo_texts
         return demo_texts()
     path = Path(source).expanduser()
     if path.suffix.lower() not in FORMATS:

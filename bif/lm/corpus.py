@@ -9,7 +9,7 @@ import glob
 import importlib.util
 import os
 
-from .errors import DataError
+from bif.errors import DataError
 
 DEMO_MAX_CHARS = 300
 

@@ -10,7 +10,7 @@ the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
     chain_000.safetensors    one per chain, written draw by draw (as chain_000.partial, memory-mapped) and
                              renamed when the chain finishes (resume point)
     parts/                   only while a distributed run is in progress: one file per chain and shard
-                             (bif.distributed), merged into chain_XXX.safetensors
+                             (bif.dist.distributed), merged into chain_XXX.safetensors
     queries/<qkey>/...       queries added later by replay (same layout, query set only)
     COMPLETE                 written last: sha256 of every file above
 """
@@ -30,17 +30,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from . import distributed
-from .config import SamplerConfig
-from .data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
-from .errors import CacheError
-from .examples import Examples, lm_token_loss, score_examples
-from .files import changed_files, save_tensors, seal, write_json
-from .models import LoadedModel, ModelSpec, load_model
-from .sampler import Progress, resolve_device, run_chain
-from .scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
+from bif.dist import distributed
+from bif.core.config import SamplerConfig
+from bif.lm.data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
+from bif.errors import CacheError
+from bif.core.examples import Examples, lm_token_loss, score_examples
+from bif.core.files import changed_files, save_tensors, seal, write_json
+from bif.lm.models import LoadedModel, ModelSpec, load_model
+from bif.core.sampler import Progress, resolve_device, run_chain
+from bif.core.scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
                     out_of_memory_error)
-from .trace import ChainStack, ChainWriter, LossTrace, load_chain, open_chain
+from bif.core.trace import ChainStack, ChainWriter, LossTrace, load_chain, open_chain
 
 SCHEMA = 1
 MMAP_BYTES = int(os.environ.get("BIF_MMAP_BYTES", 1 << 30))  # open_run memory-maps traces larger than this
@@ -153,11 +153,11 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
     A file lock makes concurrent callers of the same run compute it once. `progress` gets dicts with
     stage, chain, chains, step, steps, draw, draws, sampling_loss, fraction, eta_s; it may raise to cancel.
     Chains are written to disk draw by draw (never held whole in memory). A memory estimate is logged (logger
-    "bif") before sampling starts, and a run that cannot fit stops with `bif.scale.OutOfMemory`.
+    "bif") before sampling starts, and a run that cannot fit stops with `bif.core.scale.OutOfMemory`.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments: chains are spread over
-    the processes and each draw's scoring is sharded (bif.distributed); the result is the same run.
-    `scale` (bif.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
+    the processes and each draw's scoring is sharded (bif.dist.distributed); the result is the same run.
+    `scale` (bif.core.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
     """
     cache_root = Path(cache_root)
     scale = scale or ScaleOptions()
@@ -318,10 +318,10 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
     """Open a finished run; CacheError if it is incomplete or a file changed since it was written.
 
     `verify`: True checks the checksums of files whose size or mtime changed since they were last found intact
-    (bif.files.changed_files), "full" hashes every file, False trusts the files.
+    (bif.core.files.changed_files), "full" hashes every file, False trusts the files.
 
     `mmap`: memory-map the training trace (`Run.train_losses` is then a ChainStack, read on demand) instead of
-    loading it; default: when the chain files exceed BIF_MMAP_BYTES (1 GiB). Use `bif.stream` for estimators
+    loading it; default: when the chain files exceed BIF_MMAP_BYTES (1 GiB). Use `bif.core.stream` for estimators
     that make one pass over such a trace.
     """
     run_dir = Path(run_dir)

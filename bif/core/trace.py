@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .errors import CacheError
-from .files import save_tensors
+from bif.errors import CacheError
+from bif.core.files import save_tensors
 
 
 @dataclass

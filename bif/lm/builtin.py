@@ -23,8 +23,8 @@ from typing import Callable
 import torch
 from filelock import FileLock
 
-from .corpus import demo_texts
-from .errors import ModelNotFound
+from bif.lm.corpus import demo_texts
+from bif.errors import ModelNotFound
 
 Progress = Callable[[dict], None]
 

@@ -2,7 +2,7 @@
 
 `record` is `bif.sample` for big observed sets: each chain goes to a chain file draw by draw (`ChainWriter`)
 and comes back as a memory-mapped `ChainStack`; it resumes chain by chain. `samples` computes exactly what
-`bif.influence.samples` computes (−Cov and Corr with batch-means standard errors, p, BH q), reading each block
+`bif.core.influence.samples` computes (−Cov and Corr with batch-means standard errors, p, BH q), reading each block
 of draws once and keeping only per-batch sums: memory O(K·n) for K ≈ C·√D batches, never O(C·D·n·P).
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SamplerConfig
-from .errors import CacheError
-from .estimators import Scores, _batches, from_moments
-from .examples import Examples, LossFn, score_examples
-from .sampler import Progress, resolve_device, run_chain
-from .trace import ChainStack, ChainWriter, LossTrace, open_chain
+from bif.core.config import SamplerConfig
+from bif.errors import CacheError
+from bif.core.estimators import Scores, _batches, from_moments
+from bif.core.examples import Examples, LossFn, score_examples
+from bif.core.sampler import Progress, resolve_device, run_chain
+from bif.core.trace import ChainStack, ChainWriter, LossTrace, open_chain
 
 BLOCK_BYTES = 1 << 25  # bytes of stored losses read per block (32 MiB)
 
@@ -86,7 +86,7 @@ def covariance_with(trace: LossTrace, y: np.ndarray, name: str = "train", block_
                     fdr: float = 0.05) -> Scores:
     """Scores of every row of observed set `name` (Σ_pos ℓ) against one series y (C, D), in one pass.
 
-    Equals `bif.estimators.covariance(trace.series(name), y[..., None])` squeezed to (n,), to float64 rounding.
+    Equals `bif.core.estimators.covariance(trace.series(name), y[..., None])` squeezed to (n,), to float64 rounding.
     """
     losses, mask = trace.losses[name], trace.masks[name]
     stack = losses if isinstance(losses, ChainStack) else ChainStack(list(losses))
@@ -126,7 +126,7 @@ def covariance_with(trace: LossTrace, y: np.ndarray, name: str = "train", block_
 
 def samples(trace: LossTrace, query: int, token: int | None = None, train: str = "train",
             queries: str = "query", block_bytes: int = BLOCK_BYTES) -> Scores:
-    """`bif.influence.samples` in one pass over the draws: influence of every training row on one query, (n,).
+    """`bif.core.influence.samples` in one pass over the draws: influence of every training row on one query, (n,).
 
     Then `scores.top(k)` gives the top-k; memory stays linear in the number of rows.
     """

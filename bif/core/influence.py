@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .estimators import Scores, covariance, jaccard, masked, topk_overlap
-from .trace import LossTrace
+from bif.core.estimators import Scores, covariance, jaccard, masked, topk_overlap
+from bif.core.trace import LossTrace
 
 
 def _query_series(trace: LossTrace, query: int, token: int | None, name: str) -> np.ndarray:

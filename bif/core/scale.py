@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .config import SamplerConfig
-from .errors import BIFError, ConfigError
+from bif.core.config import SamplerConfig
+from bif.errors import BIFError, ConfigError
 
 log = logging.getLogger("bif")
 GiB = 1 << 30
@@ -202,7 +202,7 @@ def estimate_memory(model: torch.nn.Module, config: SamplerConfig, options: Scal
     training token ids. The trace itself goes to disk. An estimate, good to ~30 %: a margin is added when it is
     checked.
     """
-    from .sampler import select_parameters
+    from bif.core.sampler import select_parameters
 
     device = torch.device(device)
     wsize = torch.finfo(WEIGHT_DTYPES[options.weights_dtype]).bits // 8

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .config import SamplerConfig
-from .errors import ConfigError, DivergedError
-from .examples import Examples, LossFn, call_loss, score_examples
-from .trace import ChainTrace, LossTrace
+from bif.core.config import SamplerConfig
+from bif.errors import ConfigError, DivergedError
+from bif.core.examples import Examples, LossFn, call_loss, score_examples
+from bif.core.trace import ChainTrace, LossTrace
 
 if TYPE_CHECKING:
-    from .scale import ScaleOptions
+    from bif.core.scale import ScaleOptions
 
 Progress = Callable[[dict], None]
 
@@ -95,12 +95,12 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
     At each kept draw d the model holds the sampled weights and `on_draw(d)` is called (under no_grad) to record
     whatever it wants. Returns (sampling loss at every step (S,), a checksum of the sampled weights at every
     draw (D,) float64, seconds). The trajectory depends only on (config, chain, device, weights dtype): ranks
-    that share a chain replay it independently and compare checksums (bif.distributed).
+    that share a chain replay it independently and compare checksums (bif.dist.distributed).
 
-    `scale` (bif.scale.ScaleOptions) adds: float32 master copies when the model's weights are bfloat16,
+    `scale` (bif.core.scale.ScaleOptions) adds: float32 master copies when the model's weights are bfloat16,
     w* kept on the CPU (`offload_w_star`), gradient checkpointing of the transformer blocks.
     """
-    from .scale import ScaleOptions, checkpointing
+    from bif.core.scale import ScaleOptions, checkpointing
 
     scale = scale or ScaleOptions()
     device = torch.device(device) if device is not None else resolve_device(config.device)
@@ -183,7 +183,7 @@ def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, obser
 
     Returns per-position losses of every observed set at each kept draw, (D, n, P) each, and the sampling loss
     at every SGLD step (S,). Raises DivergedError on NaN/Inf and whatever `progress` raises (e.g. Cancelled).
-    Holds the whole chain in memory: `bif.runs.compute_run` streams it to disk instead (ChainWriter).
+    Holds the whole chain in memory: `bif.store.runs.compute_run` streams it to disk instead (ChainWriter).
     """
     device = device or resolve_device(config.device)
     autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None

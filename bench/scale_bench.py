@@ -1,11 +1,11 @@
-"""`python -m bif.scale_bench`: how runs scale: processes, samples, model size; the cost model of BIF.md §5.
+"""`python -m bench.scale_bench`: how runs scale: processes, samples, model size; the cost model of BIF.md §5.
 
 Sections (each measurement in a fresh subprocess, so peak resident memory is its own):
   processes  `torchrun -m bif run` with 1 and 2 processes on one model and data set: wall time, chain time, and
              whether the traces are identical; then per-process scoring throughput (rows/s) of a shard with N
              processes against one process.
   samples    a cheap per-position loss on synthetic data, n scored samples × 200 draws × 4 chains × 64 positions
-             (float16 trace on disk): wall time, peak RSS, trace size; then one streaming pass (bif.stream).
+             (float16 trace on disk): wall time, peak RSS, trace size; then one streaming pass (bif.core.stream).
   models     random Llama models of growing size: SGLD step time, scoring time per sequence, the cost model's
              prediction C·S·t_step + C·D·(n+q)·t_seq against the measured run, peak RSS against estimate_memory.
 Timings are medians; with shared CPU cores, compare ratios taken in the same invocation.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .benchmark import median_seconds
+from bench.benchmark import median_seconds
 
 HERE = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -46,7 +46,7 @@ def vocab_of(size: str) -> int:
 
 def _sub(args: list[str], timeout: float = 3600) -> dict:
     """Run a worker of this module in a fresh process; its last stdout line is JSON."""
-    out = subprocess.run([sys.executable, "-m", "bif.scale_bench", *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "bench.scale_bench", *args], capture_output=True, text=True,
                          env=ENV, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{out.stderr[-3000:]}")
@@ -71,7 +71,7 @@ def random_llama(size: str, seed: int = 0):
 
 
 def random_tokens(n: int, T: int, vocab: int, seed: int = 0):
-    from .examples import Examples
+    from bif.core.examples import Examples
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (n, T), generator=g)
@@ -84,7 +84,7 @@ def bench_model_dir(out: Path, size: str = "xs") -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .corpus import demo_texts
+    from bif.lm.corpus import demo_texts
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -103,14 +103,14 @@ def bench_model_dir(out: Path, size: str = "xs") -> Path:
 # ---------------------------------------------------------------------------------------------- processes
 
 def processes(quick: bool) -> dict:
-    from .runs import open_run
-    from .trace import chain_seconds
+    from bif.store.runs import open_run
+    from bif.core.trace import chain_seconds
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = bench_model_dir(tmp / "model", "xs")
-        from .corpus import demo_texts
+        from bif.lm.corpus import demo_texts
         (tmp / "train.txt").write_text("\n\n".join(t.replace("\n\n", "\n") for t in demo_texts()))
         draws, n = (10, 128) if quick else (40, 512)
         traces = {}
@@ -141,7 +141,7 @@ def processes(quick: bool) -> dict:
 
 def _torchrun_worker(nproc: int, args: list[str]) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m",
-           "bif.scale_bench", "_worker", *args]
+           "bench.scale_bench", "_worker", *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
@@ -154,8 +154,8 @@ def worker_scoring(n: int, repeats: int = 7) -> None:
     Each repeat: rank 0 scores all n rows while the others wait (the single-process rate), then every rank scores
     its shard at once (the per-process rate with W processes). Interleaving makes machine load hit both alike.
     """
-    from .distributed import current, score_batches, scoring_batches, shard_rows
-    from .examples import lm_token_loss
+    from bif.dist.distributed import current, score_batches, scoring_batches, shard_rows
+    from bif.core.examples import lm_token_loss
 
     torch.set_num_threads(1)
     dist = current()
@@ -199,7 +199,7 @@ def _diagonal_loss(model, inputs):  # (B, P): one cheap "position" per feature
 def synthetic_problem(n: int, positions: int, seed: int = 0):
     """(Examples (n, P), model, loss_fn): a regression whose loss costs almost nothing, to measure the memory side
     of huge traces without the cost of a language model."""
-    from .examples import Examples
+    from bif.core.examples import Examples
 
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, positions, generator=g)
@@ -210,9 +210,9 @@ def synthetic_problem(n: int, positions: int, seed: int = 0):
 
 def worker_samples(n: int, draws: int, chains: int, positions: int, out_dir: str) -> None:
     """Record a float16 trace of n samples with a cheap loss, then one streaming pass; peak RSS and times."""
-    from . import stream
-    from .config import SamplerConfig
-    from .scale import peak_resident_bytes, resident_bytes
+    from bif.core import stream
+    from bif.core.config import SamplerConfig
+    from bif.core.scale import peak_resident_bytes, resident_bytes
 
     torch.set_num_threads(1)
     ex, model, loss_fn = synthetic_problem(n, positions)
@@ -249,11 +249,11 @@ def worker_model(size: str, n: int, draws: int, device: str = "cpu") -> None:
     """Cost model check on a random Llama: micro-benchmarks vs a recorded run; peak memory vs the estimate.
 
     On CUDA: timings synchronize the GPU, peak = torch.cuda.max_memory_allocated, the estimate is the GPU's."""
-    from . import stream
-    from .config import SamplerConfig
-    from .examples import lm_token_loss, score_examples
-    from .sampler import sgld_step
-    from .scale import ScaleOptions, estimate_memory, peak_resident_bytes, resident_bytes
+    from bif.core import stream
+    from bif.core.config import SamplerConfig
+    from bif.core.examples import lm_token_loss, score_examples
+    from bif.core.sampler import sgld_step
+    from bif.core.scale import ScaleOptions, estimate_memory, peak_resident_bytes, resident_bytes
 
     torch.set_num_threads(1)
     cuda = device == "cuda"
@@ -311,7 +311,7 @@ def models(quick: bool, sizes: list[str] | None = None, device: str = "cpu") -> 
 # ---------------------------------------------------------------------------------------------- report
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bif.scale_bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.scale_bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller measurements, for a smoke check")
     p.add_argument("--only", choices=("processes", "samples", "models"), action="append")
     p.add_argument("--json", help="also write the raw results to this file")

@@ -1,0 +1,1 @@
+"""Benchmarks of the library (speed, trust, scale); run from the repository root."""

@@ -1,0 +1,327 @@
+"""Command line: python -m bif {demo, run, top, export, runs, delete, bench}. Run `python -m bif -h`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+# A program, not the library: this process reads models from disk only and keeps the terminal quiet.
+for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                      ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+    os.environ.setdefault(_name, _value)
+
+
+def _bar():
+    """(bar, progress callback): a tqdm bar created on the first event, so nothing is drawn if none comes."""
+    from tqdm import tqdm
+
+    holder = {}
+
+    def progress(ev: dict) -> None:
+        if "bar" not in holder:
+            holder["bar"] = tqdm(total=1000, unit="‰",
+                                 bar_format="{desc} {bar} {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
+                                 file=sys.stdout if os.environ.get("BIF_PROGRESS_STDOUT") else sys.stderr)
+        bar = holder["bar"]
+        if ev.get("stage") == "sample":
+            bar.set_description(f"chain {ev['chain'] + 1}/{ev.get('chains', '?')} draw {ev['draw']}/{ev['draws']}")
+            bar.set_postfix_str(f"loss {ev['sampling_loss']:.3f} eta {ev.get('eta_s', 0):.0f}s")
+            bar.n = int(1000 * ev.get("fraction", 0))
+        elif ev.get("stage") in ("tokenizer", "train", "save"):
+            bar.set_description(f"building demo model: {ev['stage']}")
+            if ev.get("steps"):
+                bar.n = int(1000 * ev.get("step", 0) / ev["steps"])
+                bar.set_postfix_str(f"loss {ev.get('loss', float('nan')):.3f}")
+        bar.refresh()
+
+    def close() -> None:
+        if "bar" in holder:
+            holder["bar"].n = holder["bar"].total
+            holder["bar"].close()
+
+    return close, progress
+
+
+def _config(args):
+    from bif.core.config import parse_settings, preset
+
+    return preset(args.preset, **parse_settings(args.set))
+
+
+def cmd_demo(args) -> None:
+    from bif.lm.builtin import build_demo_model
+
+    close, progress = _bar()
+    # 2 threads: ~1.5x faster on an idle 2-core machine, same weights (the build is thread-count independent)
+    path = build_demo_model(args.cache, seed=args.seed, progress=progress, num_threads=min(2, os.cpu_count() or 1))
+    close()
+    print(path)
+
+
+def cmd_run(args) -> int | None:
+    from bif.lm.data import DataSpec, Query
+    from bif.dist.distributed import cli_setup
+    from bif.lm.models import ModelSpec
+    from bif.store.runs import compute_run
+
+    model = ModelSpec(args.model, trust_remote_code=args.trust_remote_code)
+    data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
+    config = _config(args)
+    procs = _procs(args, config)
+    if procs > 1 and "WORLD_SIZE" not in os.environ:  # check the inputs once, then start the processes
+        _check_inputs(args, model, data, config, main=True)
+        return _relaunch(args, procs)
+    dist, scale, say = cli_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
+    if not os.environ.get("BIF_INPUTS_CHECKED"):  # set by _relaunch: the parent checked them
+        config = _check_inputs(args, model, data, config, main=dist.is_main)
+    if dist.world > 1:  # every rank observes the completion that rank 0 generated (or was given)
+        import torch
+
+        box = [args.completion]
+        torch.distributed.broadcast_object_list(box, src=0)
+        args.completion = box[0]
+    close, progress = _bar() if dist.is_main else (None, None)
+    run = compute_run(model, data, [Query(args.prompt, args.completion)], config, args.cache, progress,
+                      scale=scale, dist=dist)
+    if not dist.is_main:
+        return None
+    close()
+    print(f"run {run.key} in {run.dir}")
+    _print_top(run, 0, None, args.k)
+    return None
+
+
+def _check_inputs(args, model, data, config, main: bool):
+    """Load the model (building the demo model on first use), generate the completion if none was given (only
+    where `main`), check the data and the query, resolve --last-blocks. Returns the config to run."""
+    from bif.lm.data import Query, load_texts, tokenize_queries
+    from bif.lm.models import generate_completion, last_blocks, load_model
+
+    close, progress = _bar() if main else (lambda: None, None)
+    loaded = load_model(model, args.cache, progress=progress)
+    close()
+    if args.completion is None and main:
+        args.completion = generate_completion(loaded, args.prompt, args.max_new_tokens,
+                                              greedy=args.seed_gen is None, seed=args.seed_gen or 0)
+        print(f"generated completion: {args.completion!r}")
+    load_texts(data.source)
+    if args.completion is not None:
+        tokenize_queries(loaded.tokenizer, [Query(args.prompt, args.completion)], loaded.max_length)
+    if args.last_blocks:
+        config = config.replace(param_patterns=last_blocks(loaded.model, args.last_blocks))
+        if main:
+            print(f"approximation: sampling only {', '.join(config.param_patterns)}")
+        args.set = [*(args.set or []), "param_patterns=" + ",".join(config.param_patterns)]
+    return config
+
+
+def _relaunch(args, procs: int) -> int:
+    """Run this `run` command as `procs` processes with torchrun; print our messages, not torchrun's noise."""
+    import subprocess
+
+    argv = list(sys.argv[1:])
+    if "--completion" not in argv:
+        argv += ["--completion", args.completion]
+    if args.last_blocks:  # the parent resolved the blocks into patterns
+        argv += ["--last-blocks", "0", "--set", args.set[-1]]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs)), "BIF_PROGRESS_STDOUT": "1",
+           "BIF_INPUTS_CHECKED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
+           "-m", "bif", *argv]
+    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    if proc.returncode == 0:
+        return 0
+    errors = [e.strip() for e in proc.stderr.split("error: ")[1:]]  # ranks may write on the same line at once
+    if errors:
+        print(f"error: {errors[0].splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(proc.stderr[-4000:], file=sys.stderr)
+    return 1
+
+
+def _procs(args, config) -> int:
+    """--procs: 'auto' = on CPU one process per core up to the number of chains (at most 4); on a GPU, 1."""
+    if args.procs != "auto":
+        return max(1, int(args.procs))
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(config.chains, os.cpu_count() or 1, 4))
+
+
+def _print_top(run, query: int, token: int | None, k: int) -> None:
+    from bif.core import influence
+
+    trace, row = run.trace(query)
+    s = influence.samples(trace, row, token)
+    print(f"\nquery: {run.queries[query].prompt!r} -> {run.queries[query].completion!r}")
+    print(f"scored: {run.request['how_scored']}")
+    if run.request.get("approximate"):
+        print(f"approximation: only parameters matching {run.config.param_patterns} were sampled")
+    print("support = Corr(training-sample loss, completion loss); > 0 makes the completion more likely. "
+          "* = stands out of the noise (BH-corrected, FDR 5 %)")
+    for sign in ("support", "oppose"):
+        print(f"\nmost {'supporting' if sign == 'support' else 'opposing'}:")
+        for i in s.top(k, sign):
+            text = run.train_texts[i].replace("\n", " ⏎ ")
+            print(f"  {s.support[i]:+.3f} ± {s.support_se[i]:.3f} {'*' if s.significant[i] else ' '} "
+                  f"#{run.train_ids[i]:<5} {text[:90]}")
+    st = influence.stability(trace, row, k=min(k, 10), token=token)
+    print(f"\ntop-{st['k']} agreement between chain halves: support {st['topk_support_overlap']:.0%}, "
+          f"oppose {st['topk_oppose_overlap']:.0%}")
+    from bif.core.diagnostics import diagnose
+
+    d = diagnose(trace, run.config.nbeta, run.config.burn_in)
+    print(f"sampler check: {d.verdict}. {d.advice}")
+
+
+def _open(args):
+    from pathlib import Path
+
+    from bif.store.runs import open_run
+
+    path = Path(args.run)
+    return open_run(path if path.is_dir() else Path(args.cache) / "runs" / args.run)
+
+
+def cmd_top(args) -> None:
+    _print_top(_open(args), args.query, args.token, args.k)
+
+
+def export_rows(run, query: int, token: int | None = None) -> list[dict]:
+    """One row per scored training sample with every score of the chosen view."""
+    from bif.core import influence
+
+    trace, row = run.trace(query)
+    s = influence.samples(trace, row, token)
+    return [{"train_id": run.train_ids[i], "text": run.train_texts[i], "support": s.support[i],
+             "support_se": s.support_se[i], "bif": s.bif[i], "bif_se": s.bif_se[i], "p": s.p[i], "q": s.q[i],
+             "significant": bool(s.significant[i])} for i in range(len(run.train_ids))]
+
+
+def cmd_export(args) -> None:
+    run = _open(args)
+    rows = export_rows(run, args.query, args.token)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    if args.format == "json":
+        json.dump({"run": run.key, "query": run.queries[args.query].to_dict(), "token": args.token,
+                   "convention": "support = Corr (positive = supports); bif = -Cov (negative = supports)",
+                   "request": run.request, "rows": rows}, out, indent=1, default=float)
+    else:
+        w = csv.DictWriter(out, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    if args.out:
+        out.close()
+        print(f"wrote {len(rows)} rows to {args.out}")
+
+
+def cmd_runs(args) -> None:
+    from bif.store.catalog import list_runs
+
+    for r in list_runs(args.cache):
+        state = f"done, {r['verdict'] or '?'}" if r["complete"] else f"partial ({r['chains_done']} chains)"
+        print(f"{r['key']}  {state:<18} {r['model'][:30]:<30} {r['data'][-30:]:<30} {r['size_mb']:6.1f} MB  "
+              f"{r['query'][:40]!r}")
+
+
+def cmd_delete(args) -> None:
+    from bif.store.catalog import delete_run
+
+    delete_run(args.key, args.cache)
+    print(f"deleted {args.key}")
+
+
+def cmd_verify(args) -> int:
+    from bif.store.catalog import list_runs, verify_run
+
+    keys = args.keys or [r["key"] for r in list_runs(args.cache) if r["complete"]]
+    corrupt = 0
+    for key in keys:
+        bad = verify_run(key, args.cache)
+        corrupt += bool(bad)
+        print(f"{key}  " + ("intact" if not bad else f"CORRUPT: {', '.join(bad)} changed (delete and recompute)"))
+    return 1 if corrupt else 0
+
+
+def cmd_bench(args) -> None:
+    from bench.benchmark import main as bench_main
+
+    bench_main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bif", description="Bayesian influence functions for language models.")
+    p.add_argument("--cache", default=os.environ.get("BIF_CACHE", "cache"), help="cache directory (default: cache)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="build the demo model (trained here, ~2 min on 2 cores)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo)
+    r = sub.add_parser("run", help="compute (or reuse) a BIF run and print the top samples")
+    r.add_argument("--model", default="demo", help="'demo', 'smollm2' or a local model directory")
+    r.add_argument("--trust-remote-code", action="store_true")
+    r.add_argument("--data", default="demo", help="'demo' or a .txt/.jsonl/.csv/.parquet file")
+    r.add_argument("--max-length", type=int, default=64)
+    r.add_argument("--n-scored", type=int, default=256, help="training samples ranked (0 = all)")
+    r.add_argument("--prompt", required=True)
+    r.add_argument("--completion", help="omit to let the model generate it")
+    r.add_argument("--max-new-tokens", type=int, default=32)
+    r.add_argument("--seed-gen", type=int, help="sample the completion with this seed (default: greedy)")
+    r.add_argument("--preset", default="demo-cpu")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting, e.g. draws=200")
+    r.add_argument("--last-blocks", type=int, help="sample only the last K transformer blocks (an approximation)")
+    r.add_argument("-k", type=int, default=5)
+    r.add_argument("--procs", default="auto", help="processes sharing the run (chains are spread over them); "
+                   "'auto' = one per CPU core up to the number of chains, 1 on a GPU")
+    from bif.dist.distributed import add_cli_arguments
+    add_cli_arguments(r)
+    r.set_defaults(fn=cmd_run)
+    for name, fn, hlp in (("top", cmd_top, "print the most supporting and opposing samples of a run"),
+                          ("export", cmd_export, "write a run's scores as CSV or JSON")):
+        t = sub.add_parser(name, help=hlp)
+        t.add_argument("run", help="run key or directory")
+        t.add_argument("--query", type=int, default=0)
+        t.add_argument("--token", type=int, help="one completion position instead of the whole completion")
+        t.add_argument("-k", type=int, default=10)
+        if name == "export":
+            t.add_argument("--format", choices=("csv", "json"), default="csv")
+            t.add_argument("--out", help="file (default: stdout)")
+        t.set_defaults(fn=fn)
+    sub.add_parser("runs", help="list cached runs").set_defaults(fn=cmd_runs)
+    dl = sub.add_parser("delete", help="delete a cached run")
+    dl.add_argument("key")
+    dl.set_defaults(fn=cmd_delete)
+    v = sub.add_parser("verify", help="hash every file of finished runs again (all, or the given keys)")
+    v.add_argument("keys", nargs="*")
+    v.set_defaults(fn=cmd_verify)
+    b = sub.add_parser("bench", help="speed and seed-to-seed agreement of a preset (prints the README's figures)")
+    b.add_argument("--preset", default="demo-cpu")
+    b.add_argument("--quick", action="store_true", help="smaller measurement, for a smoke check")
+    b.add_argument("--fresh-clone", action="store_true", help="also time git clone -> first finished demo run")
+    b.add_argument("--scan", action="store_true", help="only the mixing scan that chose the demo preset's step size")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="measure the preset with a setting changed")
+    b.add_argument("--basin", metavar="MODEL", help="only a 30-step chain of the preset on MODEL (e.g. smollm2), "
+                   "printing its sampling loss: does the preset keep that model in its basin?")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from bif.errors import BIFError
+
+    try:
+        rc = args.fn(args)
+        if rc:
+            return rc
+    except BIFError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished chains are kept; run the same command again to resume.", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,1 @@
+"""The numerical core: sampler, traces, estimators, diagnostics (no files, no language models)."""

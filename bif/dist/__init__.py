@@ -1,0 +1,1 @@
+"""Several processes (torchrun): chains spread over ranks, scoring sharded, bitwise merge."""

@@ -1,0 +1,1 @@
+"""What the app calls: background jobs and their cost estimates."""
