@@ -1,16 +1,16 @@
-"""What the app draws: tokens coloured by influence (escaped HTML) and Plotly figures. No streamlit import.
+"""Plotly figures of a run and token labels (used by the app, exports and the CLI). No streamlit import.
 
 Quantity on screen: "support" = +Corr(ℓ_i, φ) (estimators.py): positive = the training data makes the completion
 more likely (blue), negative = less likely (orange). A loss position p is the loss of predicting token p+1, so its
 score is drawn on token p+1; the first token of a text has no score. All text that comes from training data or
-queries goes through `html.escape` here (training data is untrusted).
+queries goes through `esc` (training data is untrusted). The app's HTML (coloured tokens, cards, CSS) lives beside
+the pages in views/ui/html.py.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -24,28 +24,10 @@ COLORSCALE = [[0.0, OPPOSE_HEX], [0.5, "#f7f7f7"], [1.0, SUPPORT_HEX]]
 QUANTITY = "support = posterior correlation Corr(loss of the training data, loss of the completion)"
 CHAIN_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
 
-TOKEN_CSS = (".bif-toks{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.95rem;line-height:2.0;"
-             "white-space:pre-wrap;word-break:break-word}"
-             ".bif-tok{padding:2px 1px;border-radius:3px;border-bottom:2px solid transparent}"
-             ".bif-tok.sig{border-bottom:2px solid #222}"
-             ".bif-tok.ctx{color:#888}"
-             ".bif-tok.sel{outline:2px solid #d62728;outline-offset:1px}"
-             ".bif-card{border:1px solid #ddd;border-radius:6px;padding:6px 10px;margin:4px 0}"
-             ".bif-head{font-size:0.85rem;color:#444;margin-bottom:2px}"
-             ".bif-badge{font-size:0.75rem;padding:1px 6px;border-radius:8px;margin-left:6px}"
-             ".bif-badge.sig{background:#222;color:#fff}.bif-badge.noise{background:#eee;color:#555}"
-             ".bif-legend{font-size:0.85rem;color:#333}"
-             ".bif-sw{display:inline-block;width:1.6em;height:0.9em;vertical-align:middle;border-radius:2px}")
-
 
 def esc(text: str) -> str:
     """HTML-escape (quotes too): use for every piece of training or query text put into HTML."""
     return html.escape(str(text), quote=True)
-
-
-def md_escape(text: str) -> str:
-    """Escape Markdown (and Streamlit's :directives: and $math$) so text shows literally in st.markdown/labels."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])", r"\\\1", str(text)).replace("\n", " ")
 
 
 def show_token(tok: str) -> str:
@@ -59,87 +41,10 @@ def label_token(tok: str) -> str:
     return s if s.strip() else s.replace(" ", "␣") or "∅"
 
 
-NOISE_FADE = 0.35  # a score within the noise is drawn at this fraction of its colour's strength
-
-
-def color(value: float, vmax: float, within_noise: bool = False) -> str:
-    """Background colour for a support value on a diverging scale centred at zero; faded when within the noise,
-    so that only scores that stand out are drawn in full colour."""
-    if value is None or not math.isfinite(value) or vmax <= 0:
-        return "transparent"
-    a = min(abs(value) / vmax, 1.0) * 0.85 * (NOISE_FADE if within_noise else 1.0)
-    r, g, b = SUPPORT_RGB if value > 0 else OPPOSE_RGB
-    return f"rgba({r},{g},{b},{a:.3f})"
-
-
 def scale_max(*arrays: np.ndarray) -> float:
     """The largest |support| among finite values (the colour scale's end), at least 1e-6."""
     vals = [np.abs(a[np.isfinite(a)]).max() for a in map(np.asarray, arrays) if np.isfinite(a).any()]
     return max(vals + [1e-6])
-
-
-def describe(value: float, se: float, significant: bool) -> str:
-    """'support +0.231 ± 0.052 · stands out of the noise' (plain text)."""
-    if value is None or not math.isfinite(value):
-        return "no score (context)"
-    noise = "stands out of the noise" if significant else "within the noise"
-    return f"support {value:+.3f} ± {se:.3f} · {noise}"
-
-
-def tokens_html(tokens: list[str], scores: Scores | None, vmax: float | None = None, offset: int = 1,
-                selected: int | None = None, context_note: str = "context (not scored)") -> str:
-    """Tokens as coloured <span>s with hover text. Token i shows scores[i - offset] (loss positions: offset=1).
-
-    Tokens without a finite score are grey context. `selected` is a position (marked with a red outline).
-    """
-    n = len(tokens)
-    support = np.full(n, np.nan)
-    se = np.full(n, np.nan)
-    sig = np.zeros(n, dtype=bool)
-    if scores is not None:
-        s = np.asarray(scores.support, dtype=float)
-        for i in range(offset, n):
-            p = i - offset
-            if 0 <= p < s.shape[0]:
-                support[i], se[i], sig[i] = s[p], scores.support_se[p], bool(scores.significant[p])
-    vmax = vmax if vmax is not None else scale_max(support)
-    parts = []
-    for i, tok in enumerate(tokens):
-        v = support[i]
-        scored = math.isfinite(v)
-        cls = "bif-tok" + (" sig" if sig[i] else "") + ("" if scored else " ctx") + (
-            " sel" if selected is not None and i - offset == selected else "")
-        title = f"{label_token(tok)!r} · " + (describe(v, se[i], sig[i]) if scored else context_note)
-        parts.append(f'<span class="{cls}" style="background:{color(v, vmax, not sig[i])}" title="{esc(title)}">'
-                     f"{esc(show_token(tok))}</span>")
-    return f'<div class="bif-toks">{"".join(parts)}</div>'
-
-
-def legend_html(vmax: float, what: str = "the completion") -> str:
-    """The colour legend in words."""
-    return (f'<div class="bif-legend"><span class="bif-sw" style="background:{color(1, 1)}"></span> blue: makes '
-            f'{esc(what)} <b>more</b> likely (supports) &nbsp; <span class="bif-sw" style="background:'
-            f'{color(-1, 1)}"></span> orange: makes it <b>less</b> likely (opposes) &nbsp; white/grey: no measurable '
-            f"effect or not scored. Strong, underlined colour: the score stands out of the noise "
-            "(Benjamini–Hochberg, 5 % false discoveries, replicated in both halves of the chains); "
-            f'<span class="bif-sw" style="background:{color(1, 1, True)}"></span> faint colour: within the noise, '
-            f"a pattern, not an established effect. Full colour = ±{vmax:.3f}, the largest score in this view (the "
-            "scale is relative). Hover a token for its score ± standard error. "
-            f"Quantity: {esc(QUANTITY)}.</div>")
-
-
-def sample_card_html(rank: int, train_id: int, value: float, se: float, significant: bool, body: str) -> str:
-    """One training sample in a top-k list: rank, id, score ± SE, noise badge, then its coloured tokens."""
-    badge = ('<span class="bif-badge sig" title="q &lt; 0.05 after Benjamini–Hochberg, and the same sign in both '
-             'independently seeded halves of the chains">stands out</span>' if significant
-             else '<span class="bif-badge noise" title="not distinguishable from Monte Carlo noise">noise</span>')
-    return (f'<div class="bif-card"><div class="bif-head"><b>{rank}.</b> training sample #{train_id} · '
-            f"support <b>{value:+.3f}</b> ± {se:.3f}{badge}</div>{body}</div>")
-
-
-def page_html(*parts: str) -> str:
-    """Wrap fragments with the token CSS (for st.html)."""
-    return f"<style>{TOKEN_CSS}</style>" + "".join(parts)
 
 
 def _significance(sig) -> list[str]:

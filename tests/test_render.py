@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from bif import render
+from views.ui import html as ui
 from bif.core.estimators import Scores
 
 
@@ -26,7 +27,7 @@ def spans(body: str) -> list[tuple[str, str, str]]:
 
 def test_score_of_position_p_is_drawn_on_token_p_plus_1():
     tokens = ["A", "B", "C", "D"]
-    body = render.tokens_html(tokens, scores([np.nan, 0.5, -0.5], sig=[False, True, True]), vmax=0.5)
+    body = ui.tokens_html(tokens, scores([np.nan, 0.5, -0.5], sig=[False, True, True]), vmax=0.5)
     (c0, s0, _), (c1, s1, _), (c2, s2, _), (c3, s3, _) = spans(body)
     assert "ctx" in c0 and "ctx" in c1  # nothing predicts token 0; position 0 is masked (NaN)
     r, g, b = render.SUPPORT_RGB
@@ -36,11 +37,11 @@ def test_score_of_position_p_is_drawn_on_token_p_plus_1():
 
 
 def test_scores_within_the_noise_are_drawn_faint():
-    body = render.tokens_html(["A", "B", "C"], scores([0.5, 0.5], sig=[True, False]), vmax=0.5)
+    body = ui.tokens_html(["A", "B", "C"], scores([0.5, 0.5], sig=[True, False]), vmax=0.5)
     _, (_, strong, _), (_, faint, _) = spans(body)
     r, g, b = render.SUPPORT_RGB
     assert f"rgba({r},{g},{b},0.850)" in strong
-    assert f"rgba({r},{g},{b},{0.85 * render.NOISE_FADE:.3f})" in faint  # same score, but not a finding
+    assert f"rgba({r},{g},{b},{0.85 * ui.NOISE_FADE:.3f})" in faint  # same score, but not a finding
 
 
 def test_support_is_plus_corr_and_minus_bif():
@@ -51,7 +52,7 @@ def test_support_is_plus_corr_and_minus_bif():
 
 
 def test_hover_text_has_score_se_and_noise_verdict():
-    body = render.tokens_html(["x", "y", "z"], scores([0.2, -0.1], se=[0.05, 0.2], sig=[True, False]))
+    body = ui.tokens_html(["x", "y", "z"], scores([0.2, -0.1], se=[0.05, 0.2], sig=[True, False]))
     titles = [html.unescape(t) for t in re.findall(r'title="([^"]*)"', body)]
     assert "support +0.200 ± 0.050 · stands out of the noise" in titles[1]
     assert "support -0.100 ± 0.200 · within the noise" in titles[2]
@@ -60,15 +61,15 @@ def test_hover_text_has_score_se_and_noise_verdict():
 
 def test_untrusted_text_is_escaped_everywhere():
     evil = ['<script>window.__pwned=1</script>', '"><img src=x onerror=alert(1)>', "&amp;"]
-    body = render.tokens_html(evil, scores([0.1, 0.2]), selected=1)
+    body = ui.tokens_html(evil, scores([0.1, 0.2]), selected=1)
     assert "<script" not in body and "<img" not in body
     assert [t for _, _, t in spans(body)] == evil
     fig = render.pair_figure(evil, evil, scores(np.full((2, 2), 0.1)), title="<b onmouseover=x>")
     spec = json.dumps(fig.to_plotly_json(), default=str)
     assert "<script" not in spec and "<img" not in spec and "<b " not in spec
-    card = render.sample_card_html(1, 7, 0.1, 0.01, True, body)
+    card = ui.sample_card_html(1, 7, 0.1, 0.01, True, body)
     assert "<script" not in card
-    assert render.md_escape("**bold** :red[x] $x$") == r"\*\*bold\*\* \:red\[x\] \$x\$"
+    assert ui.md_escape("**bold** :red[x] $x$") == r"\*\*bold\*\* \:red\[x\] \$x\$"
 
 
 def test_pair_figure_cells_match_scores():
@@ -93,5 +94,5 @@ def test_other_figures():
     assert [t.name for t in fig.data] == ["chain 1", "chain 2"] and list(fig.data[1].y) == list(loss[1])
     curves = render.history_curves({"0": [[1, 5.0], [6, 4.0]]})
     assert curves == {0: ([1, 6], [5.0, 4.0])}
-    assert "blue" in render.legend_html(0.2) and "orange" in render.legend_html(0.2)
+    assert "blue" in ui.legend_html(0.2) and "orange" in ui.legend_html(0.2)
     assert render.tokens_rows(["a", "b", "c"], scores([np.nan, 0.4]))[0]["token"] == "c"

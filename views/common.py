@@ -257,7 +257,7 @@ def follow_goto() -> None:
 
 def sidebar() -> None:
     """The current run, shown on every page."""
-    from bif.render import md_escape
+    from views.ui.html import md_escape
 
     v = view()
     with st.sidebar:

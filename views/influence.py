@@ -10,6 +10,7 @@ import streamlit as st
 
 from bif import render
 from views import common
+from views.ui import html as ui
 
 EXPLAIN = """
 The **completion** is drawn token by token. Each token's colour says how the training data influenced the model
@@ -42,9 +43,9 @@ def select_query() -> None:
 def sample_cards(run, rid, q, scores, idx, token, vmax, column, sign, inspected) -> None:
     for rank, i in enumerate(idx, 1):
         tt = common.train_token_scores(run, rid, q, int(i), token)
-        body = render.tokens_html(run.train_tokens[i], tt, vmax=vmax)
+        body = ui.tokens_html(run.train_tokens[i], tt, vmax=vmax)
         tid = run.train_ids[i]
-        column.html(render.page_html(render.sample_card_html(rank, tid, float(scores.support[i]),
+        column.html(ui.page_html(ui.sample_card_html(rank, tid, float(scores.support[i]),
                                                              float(scores.support_se[i]),
                                                              bool(scores.significant[i]), body)))
         here = tid == inspected
@@ -88,8 +89,8 @@ def main() -> None:
                        "of the sample inspected below.")
     agg = common.completion_scores(run, rid, q, None if by == "all" else srow)
     vmax = render.scale_max(agg.support)
-    st.html(render.page_html(render.tokens_html(tokens, agg, vmax=vmax, selected=token),
-                             render.legend_html(vmax)))
+    st.html(ui.page_html(ui.tokens_html(tokens, agg, vmax=vmax, selected=token),
+                             ui.legend_html(vmax)))
     if not np.asarray(agg.significant)[np.isfinite(np.asarray(agg.support, dtype=float))].any():
         st.caption(":material/info: No completion token's score stands out of the noise here (none is underlined): "
                    "the colours are scaled to the largest score, so they show the pattern, not an established "
@@ -99,7 +100,7 @@ def main() -> None:
         st.session_state[key] = token
     st.pills("Rank the training samples for one completion token (click again for the whole completion)",
              positions, key=key, on_change=select_token, args=(key,),
-             format_func=lambda p: render.md_escape(render.label_token(tokens[p + 1])),
+             format_func=lambda p: ui.md_escape(render.label_token(tokens[p + 1])),
              help="Each completion token has its own ranking: the training texts that made *that* token likely.")
 
     # the rankings
@@ -108,7 +109,7 @@ def main() -> None:
                                                help="The k most supporting and k most opposing training samples."))
     stab = common.stability(run, rid, q, token, 10)
     n_sig = int(scores.significant.sum())
-    st.markdown(f"**Ranking for {render.md_escape(what)}** · {len(run.train_ids)} training samples ranked · "
+    st.markdown(f"**Ranking for {ui.md_escape(what)}** · {len(run.train_ids)} training samples ranked · "
                 f"{n_sig} {'stands' if n_sig == 1 else 'stand'} out of the noise · top-10 agree between chain halves: "
                 f"support {round(stab['topk_support_overlap'] * 10)}/10, oppose "
                 f"{round(stab['topk_oppose_overlap'] * 10)}/10",
@@ -144,7 +145,7 @@ def main() -> None:
     fig = render.pair_figure(run.train_tokens[srow], tokens, pair,
                              title=f"Training sample #{sid}: which of its tokens support which completion token")
     st.plotly_chart(fig, key="pair", width="stretch")
-    st.html(render.page_html(render.tokens_html(run.train_tokens[srow],
+    st.html(ui.page_html(ui.tokens_html(run.train_tokens[srow],
                                                 common.train_token_scores(run, rid, q, srow, token))))
     st.caption(f"Above: the training text with each token coloured by its influence on {what}. Heatmap rows: "
                "training tokens; columns: completion tokens; a cell's colour is the support of that training token's "
@@ -162,10 +163,10 @@ def main() -> None:
 
 def notes(run) -> None:
     req = run.request
-    text = f"**How the samples were chosen:** {render.md_escape(req.get('how_scored', '?'))}"
+    text = f"**How the samples were chosen:** {ui.md_escape(req.get('how_scored', '?'))}"
     if req.get("approximate"):
         text += ("  \n**Approximation:** only the parameters matching "
-                 f"{render.md_escape(', '.join(req['config'].get('param_patterns', [])))} were sampled.")
+                 f"{ui.md_escape(', '.join(req['config'].get('param_patterns', [])))} were sampled.")
     cfg = run.config
     text += (f"  \n**Sampler:** {common.preset_name(req['config'])} · {cfg.chains} chains × {cfg.draws} draws "
              f"(step size {cfg.step_size:g}, nβ {cfg.nbeta:g}, γ {cfg.gamma:g}). Check the Diagnostics page "

@@ -9,7 +9,7 @@ import streamlit as st
 
 import bif
 from bif.service import jobs
-from bif.render import md_escape
+from views.ui.html import md_escape
 from views import common
 
 EXPLAIN = """
