@@ -8,7 +8,8 @@ Sign convention (pinned in tests/test_estimators.py):
 Standard errors use batch means: each chain is cut into contiguous batches of ≈√D draws, the mean product of the
 centred series is taken per batch, and SE = sd(batch means)/√K. This accounts for autocorrelation within chains
 and for disagreement between chains. p-values use Student's t with K−1 degrees of freedom; `significant` applies
-the Benjamini–Hochberg correction (FDR 5 % by default) over all entries returned together.
+the Benjamini–Hochberg correction (FDR 5 % by default; scipy.stats.false_discovery_control) over all entries
+returned together.
 """
 
 from __future__ import annotations
@@ -113,27 +114,21 @@ def from_moments(cov_mean: np.ndarray, cov_se: np.ndarray, scale: np.ndarray, N:
 
 
 def _with_fdr(bif, bif_se, corr, corr_se, p, N, K, fdr) -> Scores:
-    q = benjamini_hochberg(p)
+    q = bh_adjust_observed(p)
     return Scores(bif=bif, bif_se=bif_se, corr=corr, corr_se=corr_se, p=p, q=q,
                   significant=np.nan_to_num(q, nan=1.0) < fdr, n_draws=N, n_batches=K)
 
 
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """BH-adjusted p-values (q), same shape; NaN entries stay NaN and are not counted."""
+def bh_adjust_observed(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q), same shape, by `scipy.stats.false_discovery_control`.
+
+    NaN entries (unobserved positions) stay NaN and are not counted in m; scipy itself refuses NaN."""
     p = np.asarray(p, dtype=np.float64)
-    flat = p.ravel()
-    ok = ~np.isnan(flat)
-    pv = flat[ok]
-    m = pv.size
-    q = np.full_like(flat, np.nan)
-    if m:
-        order = np.argsort(pv)
-        ranked = pv[order] * m / np.arange(1, m + 1)
-        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-        out = np.empty(m)
-        out[order] = np.minimum(ranked, 1.0)
-        q[ok] = out
-    return q.reshape(p.shape)
+    q = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        q[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return q
 
 
 def masked(scores: Scores, keep: np.ndarray, fdr: float = FDR) -> Scores:
