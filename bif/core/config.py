@@ -14,6 +14,8 @@ from bif.errors import ConfigError
 PRECONDITIONERS = ("none", "rmsprop")
 DTYPES = ("float32", "bfloat16")
 TRACE_DTYPES = ("float32", "float16")
+KEEP_DRAWS = ("auto", "on", "off")
+DRAWS_DTYPES = ("float16", "bfloat16", "float32")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ class SamplerConfig:
                                                                   "GPUs; the SGLD step itself stays float32)."})
     trace_dtype: str = field(default="float32", metadata={"help": "Storage precision of the loss traces."})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."})
+    keep_draws: str = field(default="auto", metadata={"help": "Store the sampled parameters at every draw (as deltas "
+                                                              "from w*), so new queries are scored in seconds without "
+                                                              "SGLD: 'on', 'off', or 'auto' = when they fit the disk "
+                                                              "budget (BIF_DRAWS_BUDGET GiB, default 12)."})
+    draws_dtype: str = field(default="float16", metadata={"help": "Storage precision of the stored draws' deltas: "
+                                                                  "'float16' (default), 'bfloat16' or 'float32' "
+                                                                  "(exact; twice the disk)."})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "param_patterns", tuple(self.param_patterns))
@@ -93,6 +102,10 @@ class SamplerConfig:
             problems.append(f"score_dtype must be one of {DTYPES}")
         if self.trace_dtype not in TRACE_DTYPES:
             problems.append(f"trace_dtype must be one of {TRACE_DTYPES}")
+        if self.keep_draws not in KEEP_DRAWS:
+            problems.append(f"keep_draws must be one of {KEEP_DRAWS} (got {self.keep_draws!r})")
+        if self.draws_dtype not in DRAWS_DTYPES:
+            problems.append(f"draws_dtype must be one of {DRAWS_DTYPES} (got {self.draws_dtype!r})")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             problems.append(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (got {self.device!r})")
         if problems:
@@ -108,9 +121,9 @@ class SamplerConfig:
         return bool(self.param_patterns)
 
     def sampling_key(self) -> dict:
-        """The fields that determine the chains' path (scoring-only fields excluded)."""
+        """The fields that determine the chains' path (scoring-only and storage-only fields excluded)."""
         d = self.to_dict()
-        for k in ("score_batch_size", "score_dtype", "trace_dtype", "device"):
+        for k in ("score_batch_size", "score_dtype", "trace_dtype", "device", "keep_draws", "draws_dtype"):
             d.pop(k)
         return d
 

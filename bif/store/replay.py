@@ -1,39 +1,72 @@
-"""New queries on a finished run by replaying its seeded chains (the training set is not re-scored)."""
+"""New queries on a finished run: scored at its stored draws (seconds), or by replaying its seeded chains.
+
+Either way the training set is not re-scored. Stored draws (bif.core.draws) need one forward pass per draw and
+no SGLD; replay runs every SGLD step again. The result is the same query set (queries/<qkey>/, the run's layout)
+with `method` recorded in its queries.json; with float16 draws it equals replay to the tolerance stated in
+bif.core.draws (tests/test_ask.py).
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bif.dist import distributed
 from bif.lm.data import Query, load_texts, tokenize_queries, tokenize_texts
-from bif.errors import BIFError, ReplayMismatch
+from bif.core.draws import DRAWS_JSON, ChainDraws, draws_name, open_draws, score_at_draws
+from bif.errors import BIFError, ConfigError, ReplayMismatch
 from bif.core.examples import lm_token_loss, score_examples
-from bif.core.files import save_tensors, seal, write_json
+from bif.core.files import read_json, save_tensors, seal, write_json
 from bif.lm.models import ModelSpec, load_model
 from bif.store.runs import Run, _hash, _overall, open_run
 from bif.core.sampler import Progress, resolve_device, sample_chain
 from bif.core.scale import ScaleOptions, apply_weights_dtype
-from bif.core.trace import save_chain
+from bif.core.trace import ChainTrace, save_chain
+
+
+METHODS = ("auto", "draws", "replay")
+
+
+def query_method(run: Run, method: str = "auto") -> str:
+    """'draws' when the run has stored draws for every chain (and method allows it), else 'replay'.
+
+    ConfigError for an unknown method, or method='draws' on a run without stored draws."""
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS} (got {method!r}).")
+    has = open_draws(run.dir, run.config.chains) is not None
+    if method == "draws" and not has:
+        raise ConfigError(f"Run {run.key} has no stored draws ({draws_note(run.dir)}); use method='replay'.")
+    return "draws" if has and method != "replay" else "replay"
+
+
+def draws_note(run_dir: Path) -> str:
+    """Why a run has (or lacks) stored draws, from its draws.json."""
+    info = read_json(Path(run_dir) / DRAWS_JSON)
+    return info["reason"] if isinstance(info, dict) and "reason" in info else "computed before draws were stored"
 
 
 def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",
                 progress: Progress | None = None, tolerance: float = 1e-5,
-                dist: distributed.Dist | None = None) -> Run:
+                dist: distributed.Dist | None = None, method: str = "auto") -> Run:
     """New queries on a finished run without re-scoring the training set.
 
-    Replays every seeded chain, scoring only the new queries, and checks that the replayed sampling losses match
-    the stored ones (max relative difference ≤ tolerance); ReplayMismatch if not (other device, other library
-    versions, changed model files). Returns the run reopened with the new query set appended.
-    Under torchrun every process calls this with the same arguments and replays chains rank, rank + W, ...
+    method='draws' scores them at the run's stored draws (one forward pass per draw, no SGLD); 'replay' replays
+    every seeded chain, scoring only the new queries, and checks that the replayed sampling losses match the
+    stored ones (max relative difference ≤ tolerance; ReplayMismatch if not: other device, other library
+    versions, changed model files); 'auto' uses stored draws when the run has them. Returns the run reopened
+    with the new query set appended (its QuerySet.method says which was used).
+    Under torchrun every process calls this with the same arguments and handles chains rank, rank + W, ...
     """
     known = {json.dumps(q.to_dict(), sort_keys=True) for q in run.queries}
     new = [q for q in queries if json.dumps(q.to_dict(), sort_keys=True) not in known]
     if not new:
         return run
     dist = dist or distributed.current()
+    method = query_method(run, method)
     config = run.config
     model = ModelSpec(**run.request["model"])
     device = resolve_device(config.device)
@@ -43,10 +76,7 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
     if loaded.fingerprint != run.request["fingerprints"]["model"]:
         raise ReplayMismatch("The model files changed since this run was computed; replay cannot reproduce it. "
                              "Start a new run.")
-    texts = load_texts(run.request["data"]["source"])
-    train_all = tokenize_texts(loaded.tokenizer, texts, min(run.request["data"]["max_length"], loaded.max_length))
-    if train_all.fingerprint != run.request["fingerprints"]["train"]:
-        raise ReplayMismatch("The training data changed since this run was computed. Start a new run.")
+    train_all = _training_set(run, loaded) if method == "replay" else None
     qex = tokenize_queries(loaded.tokenizer, new, loaded.max_length)
     qdir = run.dir / "queries" / _hash([q.to_dict() for q in new])
     qdir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +85,8 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
             return open_run(run.dir, verify=dist.is_main)
         if dist.is_main:
             init = score_examples(loaded.model, lm_token_loss, qex, config.score_batch_size, device).cpu()
-            write_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens})
+            write_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens,
+                                               "method": method})
             save_tensors({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
                          qdir / "examples.safetensors")
         mine = list(range(dist.rank, config.chains, dist.world))
@@ -63,7 +94,11 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
         try:
             for pos, c in enumerate(mine):
                 path = qdir / f"chain_{c:03d}.safetensors"
-                if not path.exists():
+                if path.exists():
+                    continue
+                if method == "draws":
+                    _draws_chain(run, loaded.model, qex, c, path, device, progress, pos, len(mine))
+                else:
                     _replay_chain(run, loaded.model, train_all, qex, c, path, device, scale, tolerance,
                                   _overall(progress, c, config, pos, len(mine)))
         except BIFError as e:  # every rank must learn of it, or the others wait at the barrier forever
@@ -75,6 +110,34 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
                  [f"chain_{c:03d}.safetensors" for c in range(config.chains)])
         dist.barrier()
     return open_run(run.dir, verify=dist.is_main)
+
+
+def _training_set(run: Run, loaded):
+    """The run's sampling set, tokenized again; ReplayMismatch if it changed since the run."""
+    texts = load_texts(run.request["data"]["source"])
+    train_all = tokenize_texts(loaded.tokenizer, texts, min(run.request["data"]["max_length"], loaded.max_length))
+    if train_all.fingerprint != run.request["fingerprints"]["train"]:
+        raise ReplayMismatch("The training data changed since this run was computed. Start a new run.")
+    return train_all
+
+
+def _draws_chain(run: Run, model, qex, chain: int, path: Path, device, progress: Progress | None,
+                 position: int, count: int) -> None:
+    """Score the queries at chain `chain`'s stored draws and save them as the chain's query losses."""
+    config = run.config
+    draws = ChainDraws(run.dir / draws_name(chain))
+    t0 = time.perf_counter()
+
+    def report(ev: dict) -> None:
+        if progress is not None:
+            progress({**ev, "chain": chain, "chains": config.chains,
+                      "fraction": (position + ev["draw"] / ev["draws"]) / count})
+
+    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
+    losses = score_at_draws(model, lm_token_loss, qex, draws, config.score_batch_size, device, autocast,
+                            progress=report, draws=config.draws)
+    save_chain(path, ChainTrace(losses={"query": losses}, sampling_loss=torch.from_numpy(run.sampling_loss[chain]),
+                                seconds=time.perf_counter() - t0), config.trace_dtype)
 
 
 def _replay_chain(run: Run, model, train_all, qex, chain: int, path: Path, device, scale, tolerance: float,

@@ -7,6 +7,9 @@ the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
     examples.safetensors     token ids and masks of the scored training samples and the queries
     texts.json               their texts and token strings (for display)
     init.safetensors         losses at w*
+    draws.json               whether the run stores its draws (keep_draws, disk budget) and why
+    draws_000.safetensors    one per chain when it does: the sampled parameters' deltas from w* at every draw
+                             (bif.core.draws; written before the chain file is renamed into place)
     chain_000.safetensors    one per chain, written draw by draw (as chain_000.partial, memory-mapped) and
                              renamed when the chain finishes (resume point)
     parts/                   only while a distributed run is in progress: one file per chain and shard
@@ -37,7 +40,8 @@ from bif.errors import CacheError
 from bif.core.examples import Examples, lm_token_loss, score_examples
 from bif.core.files import changed_files, save_tensors, seal, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
-from bif.core.sampler import Progress, resolve_device, run_chain
+from bif.core.draws import DRAWS_JSON, DrawWriter, decide_keep, draws_bytes, draws_name
+from bif.core.sampler import Progress, resolve_device, run_chain, select_parameters
 from bif.core.scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
                     out_of_memory_error)
 from bif.core.trace import ChainStack, ChainWriter, LossTrace, load_chain, open_chain
@@ -61,6 +65,7 @@ class QuerySet:
     mask: np.ndarray  # (q, Pq)
     init: np.ndarray  # (q, Pq)
     tokens: list[list[str]]
+    method: str = "run"  # how its losses were obtained: 'run', 'replay' or 'draws' (stored draws)
 
 
 @dataclass
@@ -179,7 +184,8 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
             if dist.is_main:
                 _write_inputs(run_dir, prep, init)
         dist.barrier()
-        _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress)
+        keep = _draws_decision(run_dir, prep, config, dist)
+        _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress, keep)
         dist.barrier()
         if plan.group_size > 1:
             _merge_chains(run_dir, prep, config, dist, plan, device)
@@ -223,9 +229,22 @@ def _chain_ok(path: Path, names: list[str], draws: int, steps: int) -> bool:
         "sampling_loss" in t and t["sampling_loss"].shape == (steps,)
 
 
+def _draws_decision(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist: distributed.Dist) -> bool:
+    """Whether this run stores its draws (config.keep_draws, the disk budget); rank 0 records why in draws.json."""
+    named = select_parameters(prep.loaded.model, config.param_patterns)
+    nbytes = draws_bytes(sum(p.numel() for _, p in named), config.chains, config.draws, config.draws_dtype)
+    decision = decide_keep(config.keep_draws, nbytes, run_dir)
+    if dist.is_main:
+        write_json(run_dir / DRAWS_JSON, {"keep": decision.keep, "bytes": nbytes, "reason": decision.reason,
+                                          "dtype": config.draws_dtype, "params": [n for n, _ in named]})
+    return decision.keep
+
+
 def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale: ScaleOptions,
-                   dist: distributed.Dist, plan: distributed.Plan, device, progress: Progress | None) -> None:
-    """This process's chains (all of them in a single process), streamed to chain files or shard files."""
+                   dist: distributed.Dist, plan: distributed.Plan, device, progress: Progress | None,
+                   keep_draws: bool = False) -> None:
+    """This process's chains (all of them in a single process), streamed to chain files or shard files; with
+    keep_draws, the sampled parameters too (bif.core.draws; written by the first rank of each chain's group)."""
     observed = {"train": prep.scored, "query": prep.queries}
     lm = prep.loaded.model
     names = list(observed)
@@ -248,8 +267,12 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
         else:
             writer = distributed.part_writer(run_dir, c, index, count, rows, observed, config.draws,
                                              config.steps_per_chain, config.trace_dtype)
+        draws = DrawWriter(run_dir / draws_name(c), select_parameters(lm, config.param_patterns), config.draws,
+                           config.draws_dtype) if keep_draws and index == 0 else None
 
         def record(draw: int) -> None:
+            if draws is not None:
+                draws.write(draw)
             for k, ex in observed.items():
                 if count == 1:
                     losses = score_examples(lm, lm_token_loss, ex, config.score_batch_size, device, autocast)
@@ -261,14 +284,17 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
             sampling_loss, checksum, seconds = run_chain(
                 lm, lm_token_loss, prep.train_all, config, c, record,
                 _overall(progress, c, config, pos, len(mine)), device, scale)
-        except torch.cuda.OutOfMemoryError as e:
+        except BaseException as e:
             writer.discard()
-            raise out_of_memory_error(e, device) from e
-        except BaseException:
-            writer.discard()
+            if draws is not None:
+                draws.discard()
+            if isinstance(e, torch.cuda.OutOfMemoryError):
+                raise out_of_memory_error(e, device) from e
             raise
         if count > 1:
             writer.put("checksum", checksum)
+        if draws is not None:  # before the chain file: a finished chain file means its draws are in place
+            draws.finish()
         writer.finish(sampling_loss, seconds)
 
 
@@ -383,4 +409,4 @@ def _open_query_set(qdir: Path, config: SamplerConfig, verify: bool | str = True
     t = load_file(str(qdir / "examples.safetensors"))
     return QuerySet(key=qdir.name, queries=[Query(**q) for q in meta["queries"]],
                     losses=np.stack([c.losses["query"].numpy() for c in chains]), mask=t["query.mask"].numpy(),
-                    init=t["init"].numpy(), tokens=meta["tokens"])
+                    init=t["init"].numpy(), tokens=meta["tokens"], method=meta.get("method", "replay"))
