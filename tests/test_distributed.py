@@ -164,6 +164,7 @@ def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tin
     from bif.service import jobs
 
     model, data, queries, cfg = request(tiny_lm, tiny_corpus)
+    cfg = cfg.replace(keep_draws="off")  # no stored draws: the job replays
     run = bif.compute_run(model, data, queries, cfg, cache_root=tmp_path / "one")
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     one = bif.add_queries(run, [OTHER], cache_root=tmp_path / "one")

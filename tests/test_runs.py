@@ -129,7 +129,7 @@ print(run.key)
 def test_new_query_by_replay_equals_computing_it_with_the_run(tiny_lm, tiny_corpus, tmp_path):
     model, data, _, cfg = request(tiny_lm, tiny_corpus)
     run = bif.compute_run(model, data, [QUERY], cfg, cache_root=tmp_path)
-    extended = bif.add_queries(run, [OTHER], cache_root=tmp_path)
+    extended = bif.add_queries(run, [OTHER], cache_root=tmp_path, method="replay")
     assert [q.prompt for q in extended.queries] == [QUERY.prompt, OTHER.prompt]
     both = bif.compute_run(model, data, [QUERY, OTHER], cfg, cache_root=tmp_path / "both")
     trace, row = extended.trace(1)
@@ -148,7 +148,7 @@ def test_replay_that_does_not_reproduce_fails_loudly(tiny_lm, tiny_corpus, tmp_p
     run = bif.compute_run(*request(tiny_lm, tiny_corpus), cache_root=tmp_path)
     run.sampling_loss = run.sampling_loss * 1.01  # as if the chains had been computed elsewhere
     with pytest.raises(ReplayMismatch, match="did not reproduce"):
-        bif.add_queries(run, [OTHER], cache_root=tmp_path)
+        bif.add_queries(run, [OTHER], cache_root=tmp_path, method="replay")
 
 
 def test_list_and_delete(tiny_lm, tiny_corpus, tmp_path):
