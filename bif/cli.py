@@ -1,4 +1,4 @@
-"""Command line: python -m bif {demo, run, top, export, runs, delete, bench}. Run `python -m bif -h`."""
+"""Command line: python -m bif {demo, run, top, ask, export, runs, delete, verify, bench}. Run `python -m bif -h`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def _bar():
         if ev.get("stage") == "sample":
             bar.set_description(f"chain {ev['chain'] + 1}/{ev.get('chains', '?')} draw {ev['draw']}/{ev['draws']}")
             bar.set_postfix_str(f"loss {ev['sampling_loss']:.3f} eta {ev.get('eta_s', 0):.0f}s")
+            bar.n = int(1000 * ev.get("fraction", 0))
+        elif ev.get("stage") == "scoring stored draws":
+            bar.set_description(f"stored draws: chain {ev['chain'] + 1}/{ev['chains']} draw {ev['draw']}/{ev['draws']}")
             bar.n = int(1000 * ev.get("fraction", 0))
         elif ev.get("stage") in ("tokenizer", "train", "save"):
             bar.set_description(f"building demo model: {ev['stage']}")
@@ -203,6 +206,38 @@ def export_rows(run, query: int, token: int | None = None) -> list[dict]:
              "significant": bool(s.significant[i])} for i in range(len(run.train_ids))]
 
 
+def cmd_ask(args) -> int | None:
+    """A new question on a finished run: scored at its stored draws (seconds) or, without them, by replay."""
+    import time
+
+    from bif.lm.data import Query
+    from bif.store.replay import add_queries, draws_note, query_method, replay_estimate_s
+
+    t0 = time.perf_counter()
+    run = _open(args)
+    method = query_method(run, args.method)
+    if args.completion is None:
+        from bif.lm.models import ModelSpec, generate_completion, load_model
+
+        loaded = load_model(ModelSpec(**run.request["model"]), args.cache)
+        args.completion = generate_completion(loaded, args.prompt, args.max_new_tokens, greedy=True)
+        print(f"generated completion: {args.completion!r}")
+    query = Query(args.prompt, args.completion)
+    if method == "replay":
+        print(f"no stored draws ({draws_note(run.dir)}): replaying every SGLD step, about "
+              f"{replay_estimate_s(run):.0f} s (as long as the run's sampling took)")
+    close, progress = _bar()
+    run = add_queries(run, [query], args.cache, progress, method=method)
+    close()
+    index = next(i for i, q in enumerate(run.queries) if q == query)
+    used = run.answered_by(index)
+    how = {"draws": "stored draws (one forward pass per draw, no SGLD)", "replay": "replay of every SGLD step",
+           "run": "the run itself (this query was part of it)"}[used]
+    print(f"answered from {how} in {time.perf_counter() - t0:.1f} s")
+    _print_top(run, index, None, args.k)
+    return None
+
+
 def cmd_export(args) -> None:
     run = _open(args)
     rows = export_rows(run, args.query, args.token)
@@ -291,6 +326,15 @@ def parser() -> argparse.ArgumentParser:
             t.add_argument("--format", choices=("csv", "json"), default="csv")
             t.add_argument("--out", help="file (default: stdout)")
         t.set_defaults(fn=fn)
+    a = sub.add_parser("ask", help="a new question on a finished run (seconds with stored draws, else replay)")
+    a.add_argument("run", help="run key or directory")
+    a.add_argument("--prompt", required=True)
+    a.add_argument("--completion", help="omit to let the run's model generate it (greedy)")
+    a.add_argument("--max-new-tokens", type=int, default=32)
+    a.add_argument("--method", choices=("auto", "draws", "replay"), default="auto",
+                   help="'auto' = stored draws when the run has them, else replay")
+    a.add_argument("-k", type=int, default=5)
+    a.set_defaults(fn=cmd_ask)
     sub.add_parser("runs", help="list cached runs").set_defaults(fn=cmd_runs)
     dl = sub.add_parser("delete", help="delete a cached run")
     dl.add_argument("key")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from bif import render
-from views import common
+from views import ask, common
 from views.ui import html as ui
 
 EXPLAIN = """
@@ -68,7 +68,8 @@ def main() -> None:
         st.selectbox("Query", range(len(run.queries)), key="query_pick", on_change=select_query,
                      format_func=lambda i: f"{i + 1}: "
                                            + common.query_label(run.queries[i].prompt, run.queries[i].completion, 60, 40),
-                     help="Queries of this run (those added later were computed by replay).")
+                     help="Queries of this run (those added later were scored at its stored draws or by replay).")
+    ask.ask_box(run, q)
     trace, row = run.trace(q)
     tokens = run.query_tokens(q)
     positions = [int(p) for p in np.flatnonzero(trace.masks["query"][row]) if p + 1 < len(tokens)]

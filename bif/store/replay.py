@@ -25,7 +25,7 @@ from bif.lm.models import ModelSpec, load_model
 from bif.store.runs import Run, _hash, _overall, open_run
 from bif.core.sampler import Progress, resolve_device, sample_chain
 from bif.core.scale import ScaleOptions, apply_weights_dtype
-from bif.core.trace import ChainTrace, save_chain
+from bif.core.trace import ChainTrace, chain_seconds, save_chain
 
 
 METHODS = ("auto", "draws", "replay")
@@ -47,6 +47,11 @@ def draws_note(run_dir: Path) -> str:
     """Why a run has (or lacks) stored draws, from its draws.json."""
     info = read_json(Path(run_dir) / DRAWS_JSON)
     return info["reason"] if isinstance(info, dict) and "reason" in info else "computed before draws were stored"
+
+
+def replay_estimate_s(run: Run) -> float:
+    """Seconds a replay of the run would take: about its own sampling time (the chain files' `seconds`)."""
+    return sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(run.config.chains))
 
 
 def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",

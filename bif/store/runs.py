@@ -107,6 +107,10 @@ class Run:
                          init={"train": self.train_init, "query": s.init},
                          sampling_loss=self.sampling_loss), row
 
+    def answered_by(self, query: int) -> str:
+        """How query `query`'s losses were obtained: 'run', 'replay' or 'draws' (the run's stored draws)."""
+        return self._locate(query)[0].method
+
     def query_tokens(self, query: int) -> list[str]:
         s, row = self._locate(query)
         return s.tokens[row]
