@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bif.core.config import DRAWS_DTYPES, KEEP_DRAWS
+from bif.core.files import close_into_place
 from bif.errors import CacheError, ConfigError
 
 _TORCH = {"float16": (torch.float16, "F16"), "bfloat16": (torch.bfloat16, "BF16"), "float32": (torch.float32, "F32")}
@@ -148,11 +149,7 @@ class DrawWriter:
         """Flush to disk and rename into place (ValueError if not every draw was written)."""
         if self.written != self.draws:
             raise ValueError(f"{self.written} of {self.draws} draws written")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        self.tmp.replace(self.path)
-        return self.path
+        return close_into_place(self.f, self.tmp, self.path)
 
     def discard(self) -> None:
         self.f.close()

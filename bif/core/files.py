@@ -26,6 +26,15 @@ def save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> Non
     tmp.replace(path)
 
 
+def close_into_place(f, tmp: Path, path: Path) -> Path:
+    """Flush and fsync the open file `f` (written at `tmp`), close it and rename it to `path`."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    Path(tmp).replace(path)
+    return Path(path)
+
+
 def read_json(path: Path) -> dict | None:
     """The JSON in path, or None if it is missing or unreadable."""
     try:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from bif.errors import CacheError
-from bif.core.files import save_tensors
+from bif.core.files import close_into_place, save_tensors
 
 
 @dataclass
@@ -183,11 +183,7 @@ class ChainWriter:
         head, _ = _header(self.specs, seconds)
         assert len(head) == self.head_len
         os.pwrite(self.f.fileno(), head, 0)
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        self.tmp.replace(self.path)
-        return self.path
+        return close_into_place(self.f, self.tmp, self.path)
 
     def discard(self) -> None:
         self.f.close()
