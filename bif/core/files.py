@@ -69,11 +69,11 @@ def changed_files(folder: Path, rehash: bool = False) -> list[str]:
     `rehash` hashes everything. As in git, a file modified less than RACY_S ago is not recorded (timestamps are
     coarse: a same-size edit within the same clock tick would look unchanged). An edit that restores both size
     and mtime is only caught with `rehash`.
-    A COMPLETE without checksums (older replayed query sets) has nothing to check.
+    A COMPLETE that is missing or unreadable is itself reported as changed: nothing it sealed can be trusted.
     """
     sums = read_json(folder / "COMPLETE")
     if not isinstance(sums, dict):
-        return []
+        return ["COMPLETE"]
     known = {} if rehash else (read_json(folder / VERIFIED) or {})
     bad, seen = [], {}
     for name, digest in sums.items():
