@@ -1,4 +1,4 @@
-"""`python -m bench.scale_bench`: how runs scale: processes, samples, model size; the cost model of BIF.md §5.
+"""`python -m bench.scale_bench`: how runs scale: processes, samples, model size; the cost model of docs/method.md §6.
 
 Sections (each measurement in a fresh subprocess, so peak resident memory is its own):
   processes  `torchrun -m bif run` with 1 and 2 processes on one model and data set: wall time, chain time, and
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     if "models" in which:
         r = res["models"] = models(a.quick, a.sizes.split(",") if a.sizes else None, a.device)
         mem = "peak GPU memory | GPU memory before model" if a.device == "cuda" else "peak RSS | RSS before model"
-        print(f"## models (random Llama, 64 tokens, 2 chains, batch 32, cost model of BIF.md §5; {a.device})\n")
+        print(f"## models (random Llama, 64 tokens, 2 chains, batch 32, cost model of docs/method.md §6; {a.device})\n")
         print("| model | params | SGLD step s | scoring s/seq | predicted s | measured s | measured/predicted | "
               f"{mem} | estimate |\n|---|---|---|---|---|---|---|---|---|---|")
         for x in r:

@@ -1,6 +1,6 @@
 """SamplerConfig: every knob of localized SGLD, validated once, with help text, plus calibrated presets.
 
-The posterior sampled is p(w) ∝ exp(−nβ·L(w) − γ/2·‖w − w*‖²) (shared/BIF.md §1-2).
+The posterior sampled is p(w) ∝ exp(−nβ·L(w) − γ/2·‖w − w*‖²) (docs/method.md §1-2).
 """
 
 from __future__ import annotations

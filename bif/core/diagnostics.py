@@ -1,4 +1,4 @@
-"""Diagnostics of a run (shared/BIF.md §4): stationarity of the sampling loss, split R-hat, ESS, LLC.
+"""Diagnostics of a run (docs/method.md §5): stationarity of the sampling loss, split R-hat, ESS, LLC.
 
 A sampling loss that keeps drifting makes every covariance share the drift, so rankings become meaningless;
 `diagnose` says so in words, with what to change.

@@ -1,4 +1,4 @@
-"""Localized SGLD (shared/BIF.md §2) and loss traces.
+"""Localized SGLD (docs/method.md §2) and loss traces.
 
     w ← w − (ε/2)·G·(nβ·∇L_B(w) + γ·(w − w*)) + N(0, ε·G),   G = 1 (plain) or 1/(eps + √V) (RMSProp)
 

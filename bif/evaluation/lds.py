@@ -1,4 +1,4 @@
-"""Linear datamodeling score (LDS, from TRAK; shared/BIF.md §7) against real retraining.
+"""Linear datamodeling score (LDS, from TRAK; docs/method.md §7) against real retraining.
 
 Convention for every method: a score Δ_i = the predicted *change in the query loss* when z_i is in the training
 set (negative = z_i supports the completion). The predicted loss of a subset S is g(S) = Σ_{i∈S} Δ_i, and

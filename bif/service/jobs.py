@@ -295,7 +295,7 @@ def run_job(d: str | Path) -> str:
 
 # -------------------------------------------------------------------------------------------- cost estimate
 
-# Rough single-thread CPU constants fitted to shared/BIF.md §8 and ENV.md (demo model: 2.4 ms per 64-token
+# Rough single-thread CPU constants fitted to early measurements (docs/method.md §8) (demo model: 2.4 ms per 64-token
 # sequence forward; SmolLM2-135M: 0.13 s): seconds per sequence ≈ A + B·params·tokens; a backward costs 2 forwards.
 FORWARD_A = 1.6e-3
 FORWARD_B = 1.5e-11
