@@ -148,3 +148,33 @@ def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train")
         rhat_samples_max=float(np.nanmax(rh)),
         ess_median=float(np.nanmedian(e)), ess_per_draw=float(np.nanmedian(e) / (C * D)),
         lag1_median=float(np.nanmedian(lag1_autocorr(x))), llc=llc, llc_se=llc_se)
+
+
+OUTSIDE_QUANTILE = 0.95  # a completion harder for the model than this share of its training texts is 'outside'
+
+
+@dataclass(frozen=True)
+class QueryFit:
+    """How well the trained model (w*) predicts a query's completion, next to how well it predicts its training
+    texts: mean loss per token (nats) and perplexity exp(loss). `outside` when the completion is harder than
+    OUTSIDE_QUANTILE of the scored training texts: the prompt is likely outside what the model learned, and the
+    influence scores then explain a guess."""
+
+    loss: float  # the completion's mean per-token loss at w*
+    perplexity: float
+    train_median: float  # median over scored training texts of their mean per-token loss at w*
+    train_high: float  # their OUTSIDE_QUANTILE quantile
+    outside: bool
+
+
+def query_fit(trace: LossTrace, query: int, train: str = "train", queries: str = "query") -> QueryFit:
+    """QueryFit of query `query` from the losses at w* stored with the trace (no model needed)."""
+    qm = trace.masks[queries][query]
+    loss = float(trace.init[queries][query][qm].mean()) if qm.any() else float("nan")
+    tm = trace.masks[train]
+    per_text = (trace.init[train] * tm).sum(-1) / np.maximum(tm.sum(-1), 1)
+    per_text = per_text[tm.any(-1)]
+    median = float(np.median(per_text)) if per_text.size else float("nan")
+    high = float(np.quantile(per_text, OUTSIDE_QUANTILE)) if per_text.size else float("nan")
+    return QueryFit(loss=loss, perplexity=float(math.exp(min(loss, 700.0))) if math.isfinite(loss) else loss,
+                    train_median=median, train_high=high, outside=bool(math.isfinite(loss) and loss > high))

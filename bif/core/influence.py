@@ -13,21 +13,27 @@ from bif.core.estimators import Scores, covariance, jaccard, masked, topk_overla
 from bif.core.trace import LossTrace
 
 
-def _query_series(trace: LossTrace, query: int, token: int | None, name: str) -> np.ndarray:
-    """(C, D, 1): loss of the whole completion (token=None) or of one completion position."""
+def _query_series(trace: LossTrace, query: int, token, name: str) -> np.ndarray:
+    """(C, D, 1): loss of the whole completion (token=None), of one completion position (an int), or of a span
+    (a sequence of positions: their summed loss, so −Cov of a span is the sum of its tokens' −Cov)."""
     if token is None:
         return trace.series(name, [query])
-    if not trace.masks[name][query, token]:
-        raise ValueError(f"position {token} of query {query} is not a completion token")
-    return trace.losses[name][:, :, query, token][..., None].astype(np.float64)
+    positions = [int(token)] if np.ndim(token) == 0 else [int(p) for p in token]
+    bad = [p for p in positions if not (0 <= p < trace.masks[name].shape[1] and trace.masks[name][query, p])]
+    if bad or not positions:
+        raise ValueError(f"position(s) {bad or positions} of query {query} are not completion tokens")
+    return trace.losses[name][:, :, query, positions].astype(np.float64).sum(-1, keepdims=True)
 
 
 REPLICATION_Z = 1.645  # one-sided 5 % in each half
 
 
-def samples(trace: LossTrace, query: int, token: int | None = None, chains=slice(None), replicate: bool = True,
+def samples(trace: LossTrace, query: int, token=None, chains=slice(None), replicate: bool = True,
             train: str = "train", queries: str = "query") -> Scores:
-    """Influence of every scored training sample on a query (whole completion, or one position): shape (n,).
+    """Influence of every scored training sample on a query: shape (n,).
+
+    token: None = the whole completion, an int = one completion position, a sequence of ints = a span (the
+    influence on the span's summed loss; `bif` is additive over the span's tokens, `corr` is not).
 
     With replicate=True and ≥ 4 chains, `significant` also requires that the two halves of the chains — which
     are independently seeded, so two independent runs — each show the same sign with |t| ≥ 1.645. A ranking
@@ -59,9 +65,10 @@ def query_tokens(trace: LossTrace, query: int, sample: int | None = None,
     return masked(s, trace.masks[queries][query])
 
 
-def train_tokens(trace: LossTrace, sample: int, query: int, token: int | None = None,
+def train_tokens(trace: LossTrace, sample: int, query: int, token=None,
                  train: str = "train", queries: str = "query") -> Scores:
-    """Influence of each position of one training sample on a query: shape (P,), NaN at padding."""
+    """Influence of each position of one training sample on a query (token: as in `samples`): shape (P,), NaN at
+    padding. `bif` sums over the positions to the sample's own `bif` (the sample's loss is the sum of its tokens')."""
     x = trace.losses[train][:, :, sample].astype(np.float64)  # (C, D, P)
     s = _squeeze(covariance(x, _query_series(trace, query, token, queries)), 1)
     return masked(s, trace.masks[train][sample])
@@ -75,7 +82,7 @@ def pair(trace: LossTrace, sample: int, query: int, train: str = "train", querie
     return masked(covariance(x, y), keep)
 
 
-def stability(trace: LossTrace, query: int, k: int = 10, token: int | None = None) -> dict:
+def stability(trace: LossTrace, query: int, k: int = 10, token=None) -> dict:
     """How stable the ranking is: the same view from the first and the second half of the chains.
 
     Returns top-k overlap (support and oppose) and the Jaccard index of the significant sets between halves.
