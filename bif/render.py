@@ -51,8 +51,12 @@ def _significance(sig) -> list[str]:
     return ["stands out of the noise" if s else "within the noise" for s in np.ravel(sig)]
 
 
-def pair_figure(train_tokens: list[str], query_tokens: list[str], scores: Scores, title: str = "") -> go.Figure:
-    """Heatmap of training tokens (rows) × completion tokens (columns); scores (P, Pq) over loss positions."""
+def pair_figure(train_tokens: list[str], query_tokens: list[str], scores: Scores, title: str = "",
+                vmax: float | None = None) -> go.Figure:
+    """Heatmap of training tokens (rows) × completion tokens (columns); scores (P, Pq) over loss positions.
+
+    vmax: the colour scale's end (default: this heatmap's largest |support|; pass one value to several heatmaps
+    to make them comparable). Cells that stand out of the noise are marked with a dot."""
     s = np.asarray(scores.support, dtype=float)
     rows = [p for p in range(s.shape[0]) if np.isfinite(s[p]).any() and p + 1 < len(train_tokens)]
     cols = [p for p in range(s.shape[1]) if np.isfinite(s[:, p]).any() and p + 1 < len(query_tokens)]
@@ -64,13 +68,18 @@ def pair_figure(train_tokens: list[str], query_tokens: list[str], scores: Scores
     noise = np.array(_significance(sig), dtype=object).reshape(z.shape)
     custom = np.dstack([np.array([[y] * len(cols) for y in ylab], dtype=object).reshape(z.shape),
                         np.array([xlab] * len(rows), dtype=object).reshape(z.shape), se, noise]) if z.size else None
-    vmax = scale_max(z)
+    vmax = vmax if vmax is not None else scale_max(z)
     fig = go.Figure(go.Heatmap(
         z=z.tolist(), x=list(range(len(cols))), y=list(range(len(rows))), zmid=0, zmin=-vmax, zmax=vmax,
         colorscale=COLORSCALE, customdata=custom.tolist() if custom is not None else None,
         colorbar={"title": {"text": "support"}},
         hovertemplate="training token %{customdata[0]} → completion token %{customdata[1]}<br>support "
                       "%{z:+.3f} ± %{customdata[2]:.3f}<br>%{customdata[3]}<extra></extra>"))
+    if z.size and sig.any():
+        r, c = np.nonzero(sig)
+        fig.add_trace(go.Scatter(x=c.tolist(), y=r.tolist(), mode="markers", name="stands out of the noise",
+                                 marker={"symbol": "circle", "size": 5, "color": "#111"}, hoverinfo="skip",
+                                 showlegend=False))
     fig.update_layout(
         title={"text": esc(title), "yref": "container", "y": 0.98, "yanchor": "top"},
         height=min(1400, 170 + 18 * max(len(rows), 4)), margin={"l": 10, "r": 10, "t": 120, "b": 10},

@@ -66,18 +66,48 @@ def test_influence_page_shows_completion_rankings_and_heatmap(tiny_run):
     body = html(at)
     assert 'class="bif-tok' in body and "blue: makes" in body and "support" in body
     assert "title=" in body and "± " in body  # hover text with score ± SE on tokens
-    assert body.count('class="bif-card"') == 10  # top-5 supporting + top-5 opposing
+    assert body.count('class="bif-card') == 10  # top-5 supporting + top-5 opposing
     heatmap, hist = charts(at)
     assert heatmap["data"][0]["type"] == "heatmap" and hist["data"][0]["type"] == "histogram"
     assert at.query_params["run"] == run.key and "sample" in at.query_params
-    assert any("agree between chain halves" in m.value for m in at.markdown)
+    assert any("come out again from an independent half" in m.value for m in at.markdown)
     assert len(at.get("download_button")) == 3
+
+
+def test_influence_page_says_what_it_found_and_mutes_the_noise(tiny_run):
+    cache, run = tiny_run
+    at = app(cache, "views/influence.py", run=run.key)
+    assert "too small for findings" in at.warning[0].value  # a smoke run: banner, and no conclusion
+    assert "No conclusion from this run" in (at.success or at.info)[0].value
+    body = html(at)
+    scores = bif.influence.samples(*run.trace(0))
+    listed = 10 - int(scores.significant.sum())
+    assert body.count('class="bif-card noise"') >= listed - 1  # grey cards for samples within the noise
+    assert "carried by:" in body and "bif-tok car" in body  # the carrier tokens of each listed sample are boxed
+
+
+@pytest.fixture(scope="module")
+def long_run(tiny_lm, tiny_corpus, tmp_path_factory):
+    """A smoke run whose completion has several tokens."""
+    root = tmp_path_factory.mktemp("long")
+    run = bif.compute_run(bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(tiny_corpus), n_scored=None),
+                          [bif.Query("User: what is 3 plus 4?\nBot:", " 3 plus 4 is 7")], bif.preset("smoke"),
+                          cache_root=root)
+    return root, run
+
+
+def test_a_span_of_the_completion_is_ranked_by_its_summed_loss(long_run):
+    cache, run = long_run
+    first = int(run.trace(0)[0].masks["query"][0].nonzero()[0][0])
+    at = app(cache, "views/influence.py", run=run.key, span=f"{first}-{first + 2}", k=3)
+    assert any("Ranking for the span ' 3 plus 4'" in m.value.replace("\\", "") for m in at.markdown)
+    assert html(at).count('class="bif-card') == 6 and at.query_params["k"] == "3"
+    assert at.query_params["span"] == f"{first}-{first + 2}"
 
 
 def test_clicking_a_token_and_a_sample_changes_the_views(tiny_run):
     cache, run = tiny_run
     at = app(cache, "views/influence.py", run=run.key)
-    before_cards = html(at)
     pills = at.pills[0]
     token = pills.options and at.pills[0].proto.options
     assert token
@@ -86,7 +116,6 @@ def test_clicking_a_token_and_a_sample_changes_the_views(tiny_run):
     assert not at.exception
     assert at.query_params["token"] == str(position)
     assert any("Ranking for token" in m.value for m in at.markdown)
-    assert html(at) != before_cards
     title = charts(at)[0]["layout"]["title"]["text"]
     other = [b for b in at.button if b.key and b.key.startswith("inspect-") and f"#{at.query_params['sample']}"
              not in b.label][0]

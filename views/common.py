@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 import bif
@@ -19,8 +20,8 @@ from bif.core import influence
 from bif.service import jobs
 
 log = logging.getLogger("bif.app")
-VIEW_KEYS = ("run", "q", "token", "sample", "job", "by")
-INT_KEYS = ("q", "token", "sample")
+VIEW_KEYS = ("run", "q", "token", "span", "sample", "job", "by", "k")
+INT_KEYS = ("q", "token", "sample", "k")
 
 
 def cache_root() -> Path:
@@ -42,6 +43,7 @@ def view() -> dict:
             except ValueError:
                 v[k] = None
         v["q"] = v["q"] or 0
+        v["span"] = parse_span(v["span"])
         v["by"] = "one" if v["by"] == "one" else None  # colour the completion by one sample (else: all)
         try:
             v["job"] and jobs.job_dir(v["job"], cache_root())
@@ -49,6 +51,33 @@ def view() -> dict:
             v["job"] = None
         st.session_state["view"] = v
     return st.session_state["view"]
+
+
+def parse_span(text) -> tuple[int, int] | None:
+    """'3-7' (a URL's span) -> (3, 7); None for anything else."""
+    try:
+        a, b = (int(x) for x in str(text).split("-"))
+        return (a, b) if 0 <= a < b else None
+    except ValueError:
+        return None
+
+
+def selection() -> tuple[int, int] | None:
+    """The selected completion token or span of the view as (first, last) loss positions, or None (all)."""
+    v = view()
+    if v.get("span"):
+        return tuple(v["span"])
+    return (v["token"], v["token"]) if v.get("token") is not None else None
+
+
+def select(sel: tuple[int, int] | None) -> None:
+    """Make `sel` (None, (t, t) or (first, last)) the view's selection; the URL gets token= or span=."""
+    if sel is None:
+        set_view(token=None, span=None)
+    elif sel[0] == sel[1]:
+        set_view(token=int(sel[0]), span=None)
+    else:
+        set_view(token=None, span=(int(sel[0]), int(sel[1])))
 
 
 def set_view(**changes) -> None:
@@ -110,8 +139,26 @@ def run_id(run: bif.Run) -> str:
     return f"{run.dir}|{run_signature(run.dir)}"
 
 
+def positions(sel: tuple[int, int] | None):
+    """The `token` argument of bif.influence for a selection: None, one position (int) or a span (tuple)."""
+    if sel is None:
+        return None
+    return int(sel[0]) if sel[0] == sel[1] else tuple(range(int(sel[0]), int(sel[1]) + 1))
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring every completion token…")
+def token_table(_run: bif.Run, rid: str, q: int) -> dict:
+    """{position: Scores of every training sample for that completion token}: all of a query's tokens at once,
+    so that clicking a token is a look-up (cached per run and query)."""
+    trace, row = _run.trace(q)
+    return {int(p): influence.samples(trace, row, int(p)) for p in np.flatnonzero(trace.masks["query"][row])}
+
+
 @st.cache_data(max_entries=512, show_spinner=False)
-def sample_scores(_run: bif.Run, rid: str, q: int, token: int | None) -> bif.Scores:
+def sample_scores(_run: bif.Run, rid: str, q: int, token) -> bif.Scores:
+    """Scores of every training sample for the whole completion (None), one token (int) or a span (tuple)."""
+    if isinstance(token, int):
+        return token_table(_run, rid, q)[token]
     trace, row = _run.trace(q)
     return influence.samples(trace, row, token)
 
@@ -123,7 +170,7 @@ def completion_scores(_run: bif.Run, rid: str, q: int, sample: int | None) -> bi
 
 
 @st.cache_data(max_entries=2048, show_spinner=False)
-def train_token_scores(_run: bif.Run, rid: str, q: int, sample: int, token: int | None) -> bif.Scores:
+def train_token_scores(_run: bif.Run, rid: str, q: int, sample: int, token) -> bif.Scores:
     trace, row = _run.trace(q)
     return influence.train_tokens(trace, sample, row, token)
 
@@ -135,9 +182,18 @@ def pair_scores(_run: bif.Run, rid: str, q: int, sample: int) -> bif.Scores:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def stability(_run: bif.Run, rid: str, q: int, token: int | None, k: int) -> dict:
+def stability(_run: bif.Run, rid: str, q: int, token, k: int) -> dict:
     trace, row = _run.trace(q)
     return influence.stability(trace, row, k, token)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def query_fit(_run: bif.Run, rid: str, q: int):
+    """How well the trained model predicts query q's completion, next to its training texts (QueryFit)."""
+    from bif.core.diagnostics import query_fit as fit
+
+    trace, row = _run.trace(q)
+    return fit(trace, row)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from bif.core.estimators import Scores
-from bif.render import OPPOSE_RGB, QUANTITY, SUPPORT_RGB, esc, label_token, scale_max, show_token
+from bif.render import OPPOSE_RGB, SUPPORT_RGB, esc, label_token, scale_max, show_token
 
 TOKEN_CSS = (".bif-toks{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.95rem;line-height:2.0;"
              "white-space:pre-wrap;word-break:break-word}"
@@ -20,7 +20,11 @@ TOKEN_CSS = (".bif-toks{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;
              ".bif-tok.sig{border-bottom:2px solid #222}"
              ".bif-tok.ctx{color:#888}"
              ".bif-tok.sel{outline:2px solid #d62728;outline-offset:1px}"
+             ".bif-tok.car{outline:2px solid #111;outline-offset:0;font-weight:700}"
              ".bif-card{border:1px solid #ddd;border-radius:6px;padding:6px 10px;margin:4px 0}"
+             ".bif-card.noise{background:#f6f6f6;border-color:#e4e4e4;color:#777;filter:grayscale(1);opacity:.75}"
+             ".bif-card.noise .bif-tok.car{outline-color:#999}"
+             ".bif-more{color:#888;font-style:italic}.bif-carry{font-size:0.8rem;color:#555;margin-top:2px}"
              ".bif-head{font-size:0.85rem;color:#444;margin-bottom:2px}"
              ".bif-badge{font-size:0.75rem;padding:1px 6px;border-radius:8px;margin-left:6px}"
              ".bif-badge.sig{background:#222;color:#fff}.bif-badge.noise{background:#eee;color:#555}"
@@ -55,10 +59,14 @@ def describe(value: float, se: float, significant: bool) -> str:
 
 
 def tokens_html(tokens: list[str], scores: Scores | None, vmax: float | None = None, offset: int = 1,
-                selected: int | None = None, context_note: str = "context (not scored)") -> str:
+                selected=None, context_note: str = "context (not scored)", clickable: bool = False,
+                carriers=(), truncated: bool = False) -> str:
     """Tokens as coloured <span>s with hover text. Token i shows scores[i - offset] (loss positions: offset=1).
 
-    Tokens without a finite score are grey context. `selected` is a position (marked with a red outline).
+    Tokens without a finite score are grey context. `selected`: a loss position or (first, last) span, marked
+    with a red outline. `carriers`: loss positions drawn boxed and bold (the tokens carrying a sample's
+    influence). clickable: scored tokens get data-p="position" (for views/ui/pick.py). truncated: a note that
+    the text goes on beyond the tokens scored.
     """
     n = len(tokens)
     support = np.full(n, np.nan)
@@ -71,38 +79,49 @@ def tokens_html(tokens: list[str], scores: Scores | None, vmax: float | None = N
             if 0 <= p < s.shape[0]:
                 support[i], se[i], sig[i] = s[p], scores.support_se[p], bool(scores.significant[p])
     vmax = vmax if vmax is not None else scale_max(support)
+    lo, hi = (selected, selected) if isinstance(selected, (int, np.integer)) else (selected or (None, None))
+    carry = set(int(c) for c in carriers)
     parts = []
     for i, tok in enumerate(tokens):
         v = support[i]
         scored = math.isfinite(v)
+        p = i - offset
         cls = "bif-tok" + (" sig" if sig[i] else "") + ("" if scored else " ctx") + (
-            " sel" if selected is not None and i - offset == selected else "")
+            " sel" if lo is not None and lo <= p <= hi else "") + (" car" if p in carry else "")
         title = f"{label_token(tok)!r} · " + (describe(v, se[i], sig[i]) if scored else context_note)
-        parts.append(f'<span class="{cls}" style="background:{color(v, vmax, not sig[i])}" title="{esc(title)}">'
-                     f"{esc(show_token(tok))}</span>")
-    return f'<div class="bif-toks">{"".join(parts)}</div>'
+        if p in carry:
+            title += " · carries this sample's influence"
+        attr = f' data-p="{p}"' if clickable and scored else ""
+        parts.append(f'<span class="{cls}"{attr} style="background:{color(v, vmax, not sig[i])}" '
+                     f'title="{esc(title)}">{esc(show_token(tok))}</span>')
+    more = '<span class="bif-more"> … (cut here: the rest of the text was not scored)</span>' if truncated else ""
+    return f'<div class="bif-toks">{"".join(parts)}{more}</div>'
 
 
 def legend_html(vmax: float, what: str = "the completion") -> str:
-    """The colour legend in words."""
+    """The colour legend in plain words (the exact test is in the token hover text and the page's details)."""
     return (f'<div class="bif-legend"><span class="bif-sw" style="background:{color(1, 1)}"></span> blue: makes '
             f'{esc(what)} <b>more</b> likely (supports) &nbsp; <span class="bif-sw" style="background:'
             f'{color(-1, 1)}"></span> orange: makes it <b>less</b> likely (opposes) &nbsp; white/grey: no measurable '
-            f"effect or not scored. Strong, underlined colour: the score stands out of the noise "
-            "(Benjamini–Hochberg, 5 % false discoveries, replicated in both halves of the chains); "
-            f'<span class="bif-sw" style="background:{color(1, 1, True)}"></span> faint colour: within the noise, '
-            f"a pattern, not an established effect. Full colour = ±{vmax:.3f}, the largest score in this view (the "
-            "scale is relative). Hover a token for its score ± standard error. "
-            f"Quantity: {esc(QUANTITY)}.</div>")
+            f"effect or not scored. Strong, underlined colour: larger than the sampling noise; "
+            f'<span class="bif-sw" style="background:{color(1, 1, True)}"></span> faint colour: within the noise '
+            f"(a pattern, not an established effect). Full colour = ±{vmax:.3f}, the largest score in this view. "
+            "Hover a token for its score ± standard error.</div>")
 
 
-def sample_card_html(rank: int, train_id: int, value: float, se: float, significant: bool, body: str) -> str:
-    """One training sample in a top-k list: rank, id, score ± SE, noise badge, then its coloured tokens."""
-    badge = ('<span class="bif-badge sig" title="q &lt; 0.05 after Benjamini–Hochberg, and the same sign in both '
+def sample_card_html(rank: int, train_id: int, value: float, se: float, significant: bool, body: str,
+                     carried_by: list[str] | None = None) -> str:
+    """One training sample in a top-k list: rank, id, score ± SE, badge, its coloured tokens, and the tokens that
+    carry its influence. A sample within the noise is drawn muted (grey) so that findings stand out."""
+    badge = ('<span class="bif-badge sig" title="larger than the sampling noise, and the same sign in both '
              'independently seeded halves of the chains">stands out</span>' if significant
              else '<span class="bif-badge noise" title="not distinguishable from Monte Carlo noise">noise</span>')
-    return (f'<div class="bif-card"><div class="bif-head"><b>{rank}.</b> training sample #{train_id} · '
-            f"support <b>{value:+.3f}</b> ± {se:.3f}{badge}</div>{body}</div>")
+    carry = ""
+    if carried_by:
+        carry = ('<div class="bif-carry">carried by: '
+                 + ", ".join(f"<b>{esc(repr(label_token(t)))}</b>" for t in carried_by) + "</div>")
+    return (f'<div class="bif-card{"" if significant else " noise"}"><div class="bif-head"><b>{rank}.</b> training '
+            f"sample #{train_id} · support <b>{value:+.3f}</b> ± {se:.3f}{badge}</div>{body}{carry}</div>")
 
 
 def page_html(*parts: str) -> str:
