@@ -111,6 +111,7 @@ class DrawWriter:
         if dtype not in DRAW_DTYPES:
             raise ConfigError(f"draws_dtype must be one of {sorted(DRAW_DTYPES)} (got {dtype!r}).")
         self.path, self.tmp = Path(path), Path(path).with_suffix(".partial")
+        self.dtype_name = dtype
         self.dtype, st = DRAW_DTYPES[dtype]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
@@ -143,6 +144,18 @@ class DrawWriter:
                                  "Use draws_dtype=float32.")
             self._pwrite(self.offsets[f"delta.{name}"] + draw * self.per_draw[name], delta)
         self.written = draw + 1
+        self._pwrite(self.offsets["written"], torch.tensor([self.written], dtype=torch.int64))
+
+    def copy_prefix(self, src: "ChainDraws") -> None:
+        """Start with the draws of a shorter run of the same chain (byte for byte; runs that grow)."""
+        if self.written or src.names != self.names or src.dtype != self.dtype_name or src.written > self.draws:
+            raise CacheError(f"Stored draws {src.path.name} do not fit this chain ({src.written} draws of "
+                             f"{src.dtype}); they cannot be its prefix.")
+        for name in self.names:
+            raw = np.ascontiguousarray(src.maps[f"delta.{name}"][:src.written])
+            if raw.size:
+                os.pwrite(self.f.fileno(), memoryview(raw).cast("B"), self.base + self.offsets[f"delta.{name}"])
+        self.written = src.written
         self._pwrite(self.offsets["written"], torch.tensor([self.written], dtype=torch.int64))
 
     def finish(self) -> Path:

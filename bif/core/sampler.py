@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from bif.core.chainstate import BatchOrder, ChainState
 from bif.core.config import SamplerConfig
 from bif.errors import ConfigError, DivergedError
 from bif.core.examples import Examples, LossFn, call_loss, score_examples
@@ -79,17 +80,33 @@ def sgld_step(params: list[torch.Tensor], grads: list[torch.Tensor], w_star: lis
                 p.add_(noise, alpha=math.sqrt(eps) * noise_scale)
 
 
-def _minibatches(n: int, batch_size: int, gen: torch.Generator):
-    """Endless minibatch indices: epochs of seeded permutations."""
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield perm[start:start + batch_size]
+class Minibatches:
+    """Endless minibatch indices: epochs of seeded permutations, whose position can be saved and restored."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.batch_size, self.gen = n, batch_size, gen
+        self.perm, self.pos = None, 0
+        self.stop = n - batch_size + 1 if n >= batch_size else 1  # a start at or past this begins a new epoch
+
+    def __next__(self) -> torch.Tensor:
+        if self.perm is None or self.pos >= self.stop:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        rows = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return rows
+
+    def state(self) -> BatchOrder:
+        return BatchOrder(self.gen.get_state(), self.perm.clone(), self.pos)
+
+    def restore(self, order: BatchOrder) -> None:
+        self.gen.set_state(order.rng)
+        self.perm, self.pos = order.perm.clone(), order.pos
 
 
 def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: SamplerConfig, chain: int,
               on_draw: Callable[[int], None], progress: Progress | None = None, device: torch.device | None = None,
-              scale: "ScaleOptions | None" = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+              scale: "ScaleOptions | None" = None, resume: ChainState | None = None,
+              on_end: Callable[[ChainState], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The SGLD loop of chain `chain` from the model's current weights (w*), restored afterwards.
 
     At each kept draw d the model holds the sampled weights and `on_draw(d)` is called (under no_grad) to record
@@ -99,6 +116,11 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
 
     `scale` (bif.core.scale.ScaleOptions) adds: float32 master copies when the model's weights are bfloat16,
     w* kept on the CPU (`offload_w_star`), gradient checkpointing of the transformer blocks.
+
+    `resume` continues a chain from its saved state after `resume.step` steps (bif.core.chainstate; the model
+    still at w*): the result is bitwise that of the uninterrupted chain, sampling losses and checksums of the
+    earlier steps included (seconds too: the chain's total); only draws from `resume.draw` on reach `on_draw`. `on_end`, if given, receives the
+    state after the last step (before w* is restored), from which a longer chain can continue.
     """
     from bif.core.scale import ScaleOptions, checkpointing
 
@@ -122,15 +144,18 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
     noise_seed, batch_seed = chain_seeds(config.seed, chain)
     noise_gen = torch.Generator(device=device).manual_seed(noise_seed)
     batch_gen = torch.Generator().manual_seed(batch_seed)
-    batches = _minibatches(len(train), config.batch_size, batch_gen)
+    batches = Minibatches(len(train), config.batch_size, batch_gen)
     sq_avg = [torch.zeros_like(p) for p in master] if config.preconditioner == "rmsprop" else None
 
     D, S = config.draws, config.steps_per_chain
     sampling_loss = torch.zeros(S, dtype=torch.float64)
     checksum = torch.zeros(D, dtype=torch.float64)
-    t0, draw = time.perf_counter(), 0
+    t0, draw, first, before = time.perf_counter(), 0, 0, 0.0
+    if resume is not None:
+        first, draw = _restore(resume, named, master, params, sq_avg, noise_gen, batches, config, chain)
+        sampling_loss[:first], checksum[:draw], before = resume.sampling_loss, resume.checksum, resume.seconds
     try:
-        for step in range(S):
+        for step in range(first, S):
             inputs, mask = train.batch(next(batches), device)
             with checkpointing(model, scale.grad_checkpointing):
                 per_pos = call_loss(loss_fn, model, inputs, mask)[:, : mask.shape[1]]  # (B, P)
@@ -164,8 +189,15 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
             if progress is not None and (step % 5 == 0 or step == S - 1):
                 elapsed = time.perf_counter() - t0
                 progress({"stage": "sample", "chain": chain, "step": step + 1, "steps": S, "draw": draw,
-                          "draws": D, "sampling_loss": loss.item(), "elapsed_s": elapsed,
-                          "chain_eta_s": elapsed / (step + 1) * (S - step - 1)})
+                          "draws": D, "sampling_loss": loss.item(), "elapsed_s": elapsed, "first_step": first,
+                          "chain_eta_s": elapsed / (step + 1 - first) * (S - step - 1)})
+        if on_end is not None:
+            on_end(ChainState(step=S, draw=draw, noise_rng=noise_gen.get_state(), batches=batches.state(),
+                              params={n: m.detach().cpu().clone() for (n, _), m in zip(named, master)},
+                              sq_avg=None if sq_avg is None else
+                              {n: v.detach().cpu().clone() for (n, _), v in zip(named, sq_avg)},
+                              sampling_loss=sampling_loss.clone(), checksum=checksum.clone(),
+                              seconds=before + time.perf_counter() - t0))
     finally:
         with torch.no_grad():
             for p, p0 in zip(params, w_star):
@@ -173,7 +205,32 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
         for p, flag in zip(frozen, frozen_flags):
             p.requires_grad_(flag)
         model.train(was_training)
-    return sampling_loss, checksum, time.perf_counter() - t0
+    return sampling_loss, checksum, before + time.perf_counter() - t0
+
+
+def _restore(state: ChainState, named, master, params, sq_avg, noise_gen, batches: Minibatches,
+             config: SamplerConfig, chain: int) -> tuple[int, int]:
+    """Put a saved chain state into the loop's variables; (first step, first draw) to continue from."""
+    names = [n for n, _ in named]
+    if sorted(state.params) != sorted(names) or (state.sq_avg is None) != (sq_avg is None):
+        raise ConfigError(f"The saved state of chain {chain} samples other parameters or another preconditioner; "
+                          "it cannot be continued with these settings.")
+    after = state.step - config.burn_in
+    if state.step > config.steps_per_chain or after < 0 or after % config.steps_between or \
+            after // config.steps_between != state.draw:
+        raise ConfigError(f"The saved state of chain {chain} (step {state.step}, draw {state.draw}) does not lie on "
+                          f"this chain's path (burn_in {config.burn_in}, steps_between {config.steps_between}, "
+                          f"draws {config.draws}).")
+    with torch.no_grad():
+        for i, n in enumerate(names):
+            master[i].copy_(state.params[n].to(master[i].device))
+            if master[i] is not params[i]:
+                params[i].copy_(master[i])
+            if sq_avg is not None:
+                sq_avg[i].copy_(state.sq_avg[n].to(sq_avg[i].device))
+    noise_gen.set_state(state.noise_rng)
+    batches.restore(state.batches)
+    return state.step, state.draw
 
 
 def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],

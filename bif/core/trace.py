@@ -140,6 +140,7 @@ class ChainWriter:
         ldtype = np.float16 if dtype == "float16" else np.float32
         specs = {f"losses.{k}": (tuple(s), np.dtype(ldtype)) for k, s in shapes.items()}
         specs["sampling_loss"] = ((steps,), np.dtype(np.float64))
+        specs["written"] = ((1,), np.dtype(np.int64))  # draws complete in every observed set (`commit`)
         specs.update({k: (tuple(s), np.dtype(d)) for k, (s, d) in (extra or {}).items()})
         self.specs = specs
         head, self.offsets = _header(specs, 0.0)
@@ -169,6 +170,11 @@ class ChainWriter:
         per_draw = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         self._pwrite(f"losses.{name}", first_draw * per_draw, block)
 
+    def commit(self, draws: int) -> None:
+        """Mark the first `draws` draws complete (all observed sets written): readers of the partial file
+        (`written_draws`) use no draw beyond it, so they never see a torn draw. Call after the data."""
+        self._pwrite("written", 0, np.array([draws], dtype=np.int64))
+
     def put(self, name: str, values) -> None:
         """A whole extra tensor (or `sampling_loss`)."""
         shape, _ = self.specs[name]
@@ -180,6 +186,7 @@ class ChainWriter:
     def finish(self, sampling_loss, seconds: float) -> Path:
         """Write the sampling loss and the run time, flush to disk and rename into place."""
         self.put("sampling_loss", sampling_loss)
+        self.commit(next(shape[0] for k, (shape, _) in self.specs.items() if k.startswith("losses.")))
         head, _ = _header(self.specs, seconds)
         assert len(head) == self.head_len
         os.pwrite(self.f.fileno(), head, 0)
@@ -203,6 +210,14 @@ def read_draws(array: np.ndarray, first: int, last: int) -> np.ndarray:
                 f.readinto(memoryview(out).cast("B"))
         return out
     return np.array(array[first:last])
+
+
+def written_draws(chain: dict[str, np.ndarray]) -> int:
+    """Complete draws of a chain opened with `open_chain`: its `written` counter (read it before the data; a
+    chain file from `save_chain`, which has none, is whole)."""
+    if "written" in chain:
+        return int(np.array(chain["written"])[0])
+    return next(v.shape[0] for k, v in chain.items() if k.startswith("losses."))
 
 
 def chain_seconds(path: Path) -> float:

@@ -10,6 +10,8 @@ the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
     draws.json               whether the run stores its draws (keep_draws, disk budget) and why
     draws_000.safetensors    one per chain when it does: the sampled parameters' deltas from w* at every draw
                              (bif.core.draws; written before the chain file is renamed into place)
+    state_000.safetensors    one per chain: its last state (weights, RMSProp, generators), so that a run with more
+                             draws continues it (bif.store.grow); written before the chain file
     chain_000.safetensors    one per chain, written draw by draw (as chain_000.partial, memory-mapped) and
                              renamed when the chain finishes (resume point)
     parts/                   only while a distributed run is in progress: one file per chain and shard
@@ -34,12 +36,14 @@ import torch
 from safetensors.torch import load_file
 
 from bif.dist import distributed
+from bif.store import grow
 from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from bif.errors import CacheError
 from bif.core.examples import Examples, lm_token_loss, score_examples
 from bif.core.files import changed_files, save_tensors, seal, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
+from bif.core.chainstate import save_state, state_bytes
 from bif.core.draws import DRAWS_JSON, DrawWriter, decide_keep, draws_bytes, draws_name
 from bif.core.sampler import Progress, resolve_device, run_chain, select_parameters
 from bif.core.scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
@@ -68,6 +72,15 @@ class QuerySet:
     method: str = "run"  # how its losses were obtained: 'run', 'replay' or 'draws' (stored draws)
 
 
+@dataclass(frozen=True)
+class Partial:
+    """What a provisional Run (one still computing) holds: the first `draws` draws of `chains`, of `target`."""
+
+    chains: tuple[int, ...]
+    draws: int
+    target: int  # draws per chain when finished
+
+
 @dataclass
 class Run:
     """A finished run opened from disk. `trace(i)` gives the LossTrace for query i (any query set)."""
@@ -83,6 +96,7 @@ class Run:
     train_ids: list[int]  # index of each scored sample in the training set
     sampling_loss: np.ndarray  # (C, S)
     query_sets: list[QuerySet]
+    partial: "Partial | None" = None  # set while the run computes (bif.store.partial): results are provisional
 
     @property
     def config(self) -> SamplerConfig:
@@ -151,6 +165,7 @@ def _prepare(model: ModelSpec, data: DataSpec, queries: list[Query], config: Sam
     if scale.key():  # only non-default options, so existing runs keep their keys
         key_parts["scale"] = scale.key()
         request["scale"] = scale.key()
+    request["lineage"] = grow.lineage(key_parts)
     return _Prepared(loaded, texts, train_all, scored, qex, how, _hash(key_parts), request)
 
 
@@ -189,7 +204,9 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
                 _write_inputs(run_dir, prep, init)
         dist.barrier()
         keep = _draws_decision(run_dir, prep, config, dist)
-        _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress, keep)
+        prefix = grow.find_prefix(cache_root / "runs", prep.request["lineage"], config.draws, run_dir) \
+            if plan.group_size == 1 else None  # a run that grows continues the chains of a shorter one
+        _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress, keep, prefix)
         dist.barrier()
         if plan.group_size > 1:
             _merge_chains(run_dir, prep, config, dist, plan, device)
@@ -246,9 +263,12 @@ def _draws_decision(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist:
 
 def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale: ScaleOptions,
                    dist: distributed.Dist, plan: distributed.Plan, device, progress: Progress | None,
-                   keep_draws: bool = False) -> None:
+                   keep_draws: bool = False, prefix: grow.Prefix | None = None) -> None:
     """This process's chains (all of them in a single process), streamed to chain files or shard files; with
-    keep_draws, the sampled parameters too (bif.core.draws; written by the first rank of each chain's group)."""
+    keep_draws, the sampled parameters too (bif.core.draws; written by the first rank of each chain's group).
+
+    Each chain's last state is saved (bif.store.grow.state_name) when it fits the draws budget, so that a longer
+    run can continue it; with `prefix`, chains continue that shorter run's chains instead of starting at w*."""
     observed = {"train": prep.scored, "query": prep.queries}
     lm = prep.loaded.model
     names = list(observed)
@@ -257,6 +277,9 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
     batches = {k: distributed.shard_rows(ex, config.score_batch_size, index, count) for k, ex in observed.items()}
     rows = {k: torch.cat(b) if b else torch.zeros(0, dtype=torch.long) for k, b in batches.items()}
     mine = plan.chains_of(dist.rank)
+    n_sampled = sum(p.numel() for _, p in select_parameters(lm, config.param_patterns))
+    keep_state = index == 0 and decide_keep("auto", state_bytes(n_sampled, config.chains,
+                                                                config.preconditioner == "rmsprop"), run_dir).keep
     for pos, c in enumerate(mine):
         path = run_dir / f"chain_{c:03d}.safetensors"
         if path.exists():
@@ -283,11 +306,18 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
                 else:
                     losses = distributed.score_batches(lm, lm_token_loss, ex, batches[k], device, autocast)
                 writer.write(k, draw, losses)
+            writer.commit(draw + 1)  # after every set's data: a reader of the partial chain sees whole draws
+
+        def save_end(state) -> None:
+            if keep_state:
+                save_state(state, run_dir / grow.state_name(c))
 
         try:
+            resume = prefix.seed(c, writer, draws) if prefix is not None and count == 1 and \
+                prefix.has_chain(c, draws is not None, config.draws_dtype) else None
             sampling_loss, checksum, seconds = run_chain(
                 lm, lm_token_loss, prep.train_all, config, c, record,
-                _overall(progress, c, config, pos, len(mine)), device, scale)
+                _overall(progress, c, config, pos, len(mine)), device, scale, resume=resume, on_end=save_end)
         except BaseException as e:
             writer.discard()
             if draws is not None:
@@ -326,7 +356,7 @@ def _overall(progress: Progress | None, chain: int, config: SamplerConfig, posit
     def report(ev: dict) -> None:
         done = position * S + ev["step"]
         total = count * S
-        rate = ev["elapsed_s"] / max(ev["step"], 1)
+        rate = ev["elapsed_s"] / max(ev["step"] - ev.get("first_step", 0), 1)
         progress({**ev, "chains": config.chains, "fraction": done / total, "eta_s": rate * (total - done)})
 
     return report

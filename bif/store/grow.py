@@ -1,0 +1,110 @@
+"""Runs that grow: a run with more draws continues the chains of a finished shorter run with the same settings.
+
+A run's lineage is its cache key without the number of draws (`lineage`): runs of one lineage share their
+chains' first steps, so the shorter one's chain files, stored draws and saved chain states
+(bif.core.chainstate, one `state_XXX.safetensors` per chain) are the longer one's prefix. `find_prefix` picks
+the longest finished run of the lineage with fewer draws; `Prefix.seed` copies one chain's prefix into the new
+run's writers and returns the state to continue from (bif.core.sampler.run_chain(resume=...)). The extended run
+equals a fresh one bitwise (tests/test_grow.py); the prefix run is left as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bif.core.chainstate import ChainState, load_state
+from bif.core.draws import ChainDraws, DrawWriter, draws_name
+from bif.core.files import changed_files, read_json
+from bif.core.trace import ChainWriter, open_chain
+from bif.errors import CacheError
+
+STATE_PREFIX = "state_"
+
+
+def state_name(chain: int) -> str:
+    """The file of chain `chain`'s last state inside a run folder."""
+    return f"{STATE_PREFIX}{chain:03d}.safetensors"
+
+
+def lineage(key_parts: dict) -> str:
+    """The cache key of a run without its number of draws: runs of one lineage extend one another."""
+    parts = {**key_parts, "sampling": {k: v for k, v in key_parts["sampling"].items() if k != "draws"}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A finished run whose chains the new run continues: its folder and draws per chain."""
+
+    dir: Path
+    draws: int
+
+    def has_chain(self, chain: int, keep_draws: bool, draws_dtype: str) -> bool:
+        """Whether chain `chain` can be continued: its state is saved, and its stored draws are there (with the
+        same storage precision) exactly when the new run keeps draws."""
+        if not (self.dir / state_name(chain)).exists():
+            return False
+        if not keep_draws:
+            return True
+        path = self.dir / draws_name(chain)
+        try:
+            return path.exists() and ChainDraws(path).dtype == draws_dtype
+        except CacheError:
+            return False
+
+    def seed(self, chain: int, writer: ChainWriter, draws: DrawWriter | None) -> ChainState:
+        """Copy chain `chain`'s recorded draws into the new run's writers; the state to continue from."""
+        state = load_state(self.dir / state_name(chain))
+        if state.draw != self.draws:
+            raise CacheError(f"Chain state {state_name(chain)} of run {self.dir.name} holds {state.draw} draws, "
+                             f"the run {self.draws}; delete the run's state files.")
+        stored = open_chain(self.dir / f"chain_{chain:03d}.safetensors")
+        for name in writer.specs:
+            if name.startswith("losses."):
+                writer.write_block(name[len("losses."):], 0, np.asarray(stored[name]))
+        writer.commit(self.draws)
+        if draws is not None:
+            draws.copy_prefix(ChainDraws(self.dir / draws_name(chain)))
+        return state
+
+
+def find_prefix(runs_root: Path, lineage_key: str, draws: int, exclude: Path | None = None) -> Prefix | None:
+    """The finished, intact run of this lineage with the most draws below `draws` (None if there is none)."""
+    best = None
+    for marker in Path(runs_root).glob("*/COMPLETE") if Path(runs_root).is_dir() else []:
+        d = marker.parent
+        if exclude is not None and d.resolve() == Path(exclude).resolve():
+            continue
+        req = read_json(d / "request.json") or {}
+        have = (req.get("config") or {}).get("draws")
+        if req.get("lineage") != lineage_key or not isinstance(have, int) or have >= draws:
+            continue
+        if best is not None and have <= best.draws:
+            continue
+        if not (d / state_name(0)).exists() or changed_files(d):
+            continue
+        best = Prefix(d, have)
+    return best
+
+
+def growth_estimate_s(run_dir: Path, draws: int, processes: int = 1) -> float:
+    """Seconds of sampling to grow run `run_dir` to `draws` per chain, from its chains' own measured time.
+
+    Each chain's recorded seconds over its steps give its speed (SGLD steps and the scoring of its draws alike);
+    the new steps are (draws − the run's draws) × steps_between per chain; chains run `processes` at a time.
+    """
+    from bif.core.trace import chain_seconds
+
+    cfg = (read_json(Path(run_dir) / "request.json") or {}).get("config") or {}
+    chains, have = int(cfg.get("chains", 0)), int(cfg.get("draws", 0))
+    steps = int(cfg.get("burn_in", 0)) + have * int(cfg.get("steps_between", 1))
+    if not chains or not steps or draws <= have:
+        return 0.0
+    per_step = sum(chain_seconds(Path(run_dir) / f"chain_{c:03d}.safetensors") for c in range(chains)) / chains / steps
+    rounds = -(-chains // max(1, processes))
+    return per_step * (draws - have) * int(cfg.get("steps_between", 1)) * rounds
