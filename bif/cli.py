@@ -180,6 +180,11 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
 
     d = diagnose(trace, run.config.nbeta, run.config.burn_in)
     print(f"sampler check: {d.verdict}. {d.advice}")
+    from bif.core.diagnostics import THRESHOLDS_SOURCE
+
+    print("convergence checks (" + THRESHOLDS_SOURCE + "): " + "; ".join(
+        f"{c.name} {c.value:.3g} ({'ok' if c.ok else 'undefined' if c.ok is None else 'not met'}, recommended "
+        f"{c.threshold})" for c in d.checks()))
 
 
 def _open(args):

@@ -161,6 +161,8 @@ def test_diagnostics_page(tiny_run):
     trace = charts(at)[0]
     assert len(trace["data"]) == run.config.chains
     assert at.success or at.warning or at.error  # the verdict
+    table = at.table[0].value  # the convergence checks, each with the published threshold and its source
+    assert list(table["recommended"])[0] == "< 1.01" and "Vehtari" in "".join(m.value for m in at.markdown)
 
 
 def test_runs_page_lists_opens_and_deletes(tiny_run, tmp_path):

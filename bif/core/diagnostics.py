@@ -1,4 +1,7 @@
-"""Diagnostics of a run (docs/method.md §5): stationarity of the sampling loss, split R-hat, ESS, LLC.
+"""Diagnostics of a run (docs/method.md §5): stationarity of the sampling loss, R-hat, bulk/tail ESS, LLC.
+
+R-hat, ESS and MCSE are those of Vehtari et al. (2021), computed by arviz-stats (ArviZ's numpy implementation of that paper); the thresholds applied are the paper's
+(RHAT_MAX, ESS_MIN_PER_CHAIN).
 
 A sampling loss that keeps drifting makes every covariance share the drift, so rankings become meaningless;
 `diagnose` says so in words, with what to change.
@@ -7,6 +10,7 @@ A sampling loss that keeps drifting makes every covariance share the drift, so r
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,39 +19,53 @@ from bif.core.estimators import batch_length
 from bif.core.trace import LossTrace
 
 
-def split_rhat(x: np.ndarray) -> np.ndarray:
-    """Split-chain R-hat (Gelman et al.) of series x (C, D, ...) -> (...). ≈1 when chains agree; > 1.1 is a warning."""
-    C, D = x.shape[:2]
-    h = D // 2
-    s = np.concatenate([x[:, :h], x[:, h:2 * h]], axis=0).astype(np.float64)  # (2C, h, ...)
-    m = s.shape[0]
-    means = s.mean(1)
-    W = s.var(1, ddof=1).mean(0)
-    B = h * means.var(0, ddof=1)
-    var_plus = (h - 1) / h * W + B / h
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(W > 0, np.sqrt(var_plus / W), np.nan) if m > 1 else np.full(W.shape, np.nan)
+# Thresholds of Vehtari, Gelman, Simpson, Carpenter and Bürkner (2021), "Rank-normalization, folding, and
+# localization: an improved R-hat for assessing convergence of MCMC", Bayesian Analysis 16(2) 667-718, §4:
+# use the draws only if R-hat < 1.01 and bulk and tail ESS are each > 100 per chain (400 with 4 chains).
+RHAT_MAX = 1.01
+ESS_MIN_PER_CHAIN = 100
+THRESHOLDS_SOURCE = ("Vehtari et al. (2021), Rank-normalization, folding, and localization: an improved R-hat, "
+                     "Bayesian Analysis 16(2)")
+TAIL_PROB = (0.05, 0.95)  # tail ESS: the worse of the ESS of the 5 % and 95 % quantile indicators
 
 
-def ess(x: np.ndarray) -> np.ndarray:
-    """Effective sample size of series x (C, D, ...) -> (...), Geyer's initial positive sequence over pooled chains."""
+def _stats():
+    from arviz_stats.base import array_stats  # arviz-stats: numpy-only implementations of Vehtari et al. (2021)
+
+    return array_stats
+
+
+def _quiet(fn, x: np.ndarray, **kw) -> np.ndarray:
+    """Call an arviz-stats function on series x (C, D, ...) -> (...); NaN where undefined (constant series,
+    one chain, fewer than 4 draws), without its warnings."""
     x = np.asarray(x, dtype=np.float64)
-    C, D = x.shape[:2]
-    xc = x - x.mean(1, keepdims=True)
-    n = 1 << (2 * D - 1).bit_length()
-    f = np.fft.rfft(xc, n=n, axis=1)
-    acov = np.fft.irfft(f * np.conj(f), n=n, axis=1)[:, :D] / D  # (C, D, ...)
-    W = (acov[:, 0] * D / (D - 1)).mean(0)
-    B_over_n = x.mean(1).var(0, ddof=1) if C > 1 else 0.0
-    var_plus = (D - 1) / D * W + B_over_n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = 1 - (W - acov.mean(0)) / var_plus  # (D, ...)
-    rho = np.nan_to_num(rho, nan=0.0)
-    pairs = rho[: D - D % 2].reshape(D // 2, 2, *rho.shape[1:]).sum(1)  # Γ_k = ρ_2k + ρ_2k+1
-    positive = np.cumprod(pairs > 0, axis=0).astype(bool)
-    pairs = np.minimum.accumulate(np.where(positive, pairs, np.inf), axis=0)
-    tau = -1 + 2 * np.where(positive, pairs, 0).sum(0)
-    return C * D / np.maximum(tau, 1.0 / math.log10(max(C * D, 10)))
+    if x.shape[0] < 2 or x.shape[1] < 4:
+        return np.full(x.shape[2:], np.nan)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(fn(x, chain_axis=0, draw_axis=1, **kw), dtype=np.float64)
+
+
+def rhat(x: np.ndarray) -> np.ndarray:
+    """Rank-normalized split R-hat (Vehtari et al. 2021) of series x (C, D, ...) -> (...), by arviz-stats.
+
+    ≈ 1 when the chains agree; use the draws only if < RHAT_MAX (1.01)."""
+    return _quiet(_stats().rhat, x, method="rank")
+
+
+def ess_bulk(x: np.ndarray) -> np.ndarray:
+    """Bulk effective sample size (rank-normalized, all chains together) of x (C, D, ...) -> (...)."""
+    return _quiet(_stats().ess, x, method="bulk")
+
+
+def ess_tail(x: np.ndarray) -> np.ndarray:
+    """Tail effective sample size: the smaller ESS of the 5 % and 95 % quantile indicators, x (C, D, ...) -> (...)."""
+    return _quiet(_stats().ess, x, method="tail", prob=TAIL_PROB)
+
+
+def mcse_mean(x: np.ndarray) -> np.ndarray:
+    """Monte Carlo standard error of the mean of x (C, D, ...) -> (...): sd / sqrt(ESS of the mean)."""
+    return _quiet(_stats().mcse, x, method="mean")
 
 
 def lag1_autocorr(x: np.ndarray) -> np.ndarray:
@@ -59,25 +77,63 @@ def lag1_autocorr(x: np.ndarray) -> np.ndarray:
         return np.nanmean(np.where(den > 0, num / den, np.nan), axis=0)
 
 
+@dataclass(frozen=True)
+class Check:
+    """One convergence check against a published threshold: `ok` is None when the value is undefined."""
+
+    name: str  # e.g. "R-hat of the sampling loss"
+    value: float
+    threshold: str  # e.g. "< 1.01"
+    ok: bool | None
+
+
 @dataclass
 class Diagnosis:
+    """Verdict and numbers of one run. R-hat is rank-normalized split R-hat and ESS is bulk/tail ESS of Vehtari et
+    al. (2021), computed by arviz-stats over chains × kept draws; thresholds RHAT_MAX and ESS_MIN_PER_CHAIN."""
+
     verdict: str  # "ok", "drifting", "left basin", "below w*", "chains disagree" or "too short"
     advice: str
     init_loss: float  # mean sampling loss of the first step (≈ L(w*))
     kept_loss: float  # mean sampling loss over kept draws
     drift: float  # mean loss of the last third minus the first third of the kept part
     drift_se: float
-    rhat_loss: float  # split R-hat of the sampling loss (kept part)
-    rhat_samples_median: float  # of the per-sample losses
+    rhat_loss: float  # R-hat of the sampling loss (kept steps)
+    ess_bulk_loss: float  # bulk / tail ESS of the sampling loss (kept steps)
+    ess_tail_loss: float
+    rhat_samples_median: float  # of the per-sample losses at the kept draws
     rhat_samples_max: float
-    ess_median: float  # of the per-sample losses, over all chains together
-    ess_per_draw: float
+    rhat_samples_high: float  # share of samples with R-hat ≥ RHAT_MAX
+    ess_median: float  # bulk ESS of the per-sample losses (median over samples), all chains together
+    ess_tail_median: float
+    ess_samples_min: float  # smallest bulk or tail ESS over samples
+    ess_low: float  # share of samples with bulk or tail ESS below ess_min
+    ess_min: float  # the ESS threshold applied: ESS_MIN_PER_CHAIN · chains
+    ess_per_draw: float  # median bulk ESS / (chains · draws)
     lag1_median: float
     llc: float  # λ̂ = nβ · (E_p[L] − L(w*)), on the scored training set
     llc_se: float
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def checks(self) -> list[Check]:
+        """The checks of Vehtari et al. (2021) that this run passes or fails, in the order the page shows them."""
+        def ok(value, good):
+            return None if not math.isfinite(value) else bool(good)
+
+        r, e = f"< {RHAT_MAX:g}", f"≥ {self.ess_min:.0f} ({ESS_MIN_PER_CHAIN} per chain)"
+        return [
+            Check("R-hat of the sampling loss", self.rhat_loss, r, ok(self.rhat_loss, self.rhat_loss < RHAT_MAX)),
+            Check("Bulk ESS of the sampling loss", self.ess_bulk_loss, e,
+                  ok(self.ess_bulk_loss, self.ess_bulk_loss >= self.ess_min)),
+            Check("Tail ESS of the sampling loss", self.ess_tail_loss, e,
+                  ok(self.ess_tail_loss, self.ess_tail_loss >= self.ess_min)),
+            Check("Largest R-hat of a sample's loss", self.rhat_samples_max, r,
+                  ok(self.rhat_samples_max, self.rhat_samples_max < RHAT_MAX)),
+            Check("Smallest bulk or tail ESS of a sample's loss", self.ess_samples_min, e,
+                  ok(self.ess_samples_min, self.ess_samples_min >= self.ess_min)),
+        ]
 
 
 def loss_verdict(sampling_loss: np.ndarray, burn_in: int) -> dict:
@@ -97,7 +153,7 @@ def loss_verdict(sampling_loss: np.ndarray, burn_in: int) -> dict:
     bm = kept[:, : nb * b].reshape(C, nb, b).mean(-1) if nb >= 2 else kept
     drift_se = float(bm.std(ddof=1) / math.sqrt(max(1, C * third / b)) * math.sqrt(2)) if bm.size > 1 else float("nan")
     kept_loss = float(kept.mean())
-    rhat_loss = float(split_rhat(kept[..., None])[0]) if K >= 4 else float("nan")
+    rhat_loss = float(rhat(kept))
     if K < 8:
         verdict, advice = "too short", "Too few kept steps to judge stationarity: raise draws."
     elif kept_loss > 3 * init_loss + 1.0:
@@ -118,36 +174,57 @@ def loss_verdict(sampling_loss: np.ndarray, burn_in: int) -> dict:
     else:
         verdict, advice = "ok", (f"The sampling loss rose from {init_loss:.3g} at the trained weights (w*) and levelled "
                                  f"off at {kept_loss:.3g}.")
-    if verdict == "ok" and rhat_loss > 1.1:
+    if verdict == "ok" and rhat_loss >= RHAT_MAX:
         verdict = "chains disagree"
-        advice += (f" But the chains disagree about its level (R-hat {rhat_loss:.2f} > 1.1): raise burn_in or draws, "
-                   "or lower step_size.")
+        advice += (f" But the chains disagree about its level (R-hat {rhat_loss:.3f}, recommended < {RHAT_MAX:g}): "
+                   "raise burn_in or draws, or lower step_size.")
     return {"verdict": verdict, "advice": advice, "init_loss": init_loss, "kept_loss": kept_loss, "drift": drift,
             "drift_se": drift_se, "rhat_loss": rhat_loss}
 
 
 def diagnose(trace: LossTrace, nbeta: float, burn_in: int, train: str = "train") -> Diagnosis:
-    """Verdict and numbers for one run. `burn_in` is the number of sampling steps before the first kept draw."""
+    """Verdict and numbers for one run. `burn_in` is the number of sampling steps before the first kept draw.
+
+    R-hat, bulk and tail ESS are those of Vehtari et al. (2021) through arviz-stats, of the sampling loss (kept
+    steps, (C, S - burn_in)) and of each scored training sample's loss at the kept draws ((C, D) per sample)."""
     v = loss_verdict(trace.sampling_loss, burn_in)
     verdict, advice = v["verdict"], v["advice"]
+    kept = np.asarray(trace.sampling_loss, dtype=np.float64)[:, burn_in:]  # (C, S - burn_in)
     C = trace.sampling_loss.shape[0]
     x = trace.series(train)  # (C, D, n)
-    rh = split_rhat(x)
-    e = ess(x)
+    rh, bulk, tail = rhat(x), ess_bulk(x), ess_tail(x)  # (n,) each
+    low = np.fmin(bulk, tail)
+    ess_min = float(ESS_MIN_PER_CHAIN * C)
     mean_loss = x.sum(-1) / max(1, trace.masks[train].sum())  # (C, D) mean token loss of the scored set
     init_mean = float((trace.init[train] * trace.masks[train]).sum() / max(1, trace.masks[train].sum()))
     per_chain = nbeta * (mean_loss.mean(1) - init_mean)
     llc = float(per_chain.mean())
     llc_se = float(per_chain.std(ddof=1) / math.sqrt(C)) if C > 1 else float("nan")
-    if verdict == "ok" and np.nanmax(rh) > 1.2:
-        advice += f" Some per-sample losses disagree across chains (max R-hat {np.nanmax(rh):.2f}): more draws help."
+    high = _share(rh >= RHAT_MAX, rh)
+    if verdict == "ok" and high > 0:
+        advice += (f" {high:.0%} of the ranked samples' losses have R-hat ≥ {RHAT_MAX:g} (largest "
+                   f"{np.nanmax(rh):.3f}): more draws help.")
     D = x.shape[1]
     return Diagnosis(
         verdict=verdict, advice=advice, init_loss=v["init_loss"], kept_loss=v["kept_loss"], drift=v["drift"],
-        drift_se=v["drift_se"], rhat_loss=v["rhat_loss"], rhat_samples_median=float(np.nanmedian(rh)),
-        rhat_samples_max=float(np.nanmax(rh)),
-        ess_median=float(np.nanmedian(e)), ess_per_draw=float(np.nanmedian(e) / (C * D)),
-        lag1_median=float(np.nanmedian(lag1_autocorr(x))), llc=llc, llc_se=llc_se)
+        drift_se=v["drift_se"], rhat_loss=v["rhat_loss"], ess_bulk_loss=float(ess_bulk(kept)),
+        ess_tail_loss=float(ess_tail(kept)), rhat_samples_median=_nan(np.nanmedian, rh),
+        rhat_samples_max=_nan(np.nanmax, rh), rhat_samples_high=high, ess_median=_nan(np.nanmedian, bulk),
+        ess_tail_median=_nan(np.nanmedian, tail), ess_samples_min=_nan(np.nanmin, low),
+        ess_low=_share(low < ess_min, low), ess_min=ess_min, ess_per_draw=_nan(np.nanmedian, bulk) / (C * D),
+        lag1_median=_nan(np.nanmedian, lag1_autocorr(x)), llc=llc, llc_se=llc_se)
+
+
+def _nan(fn, a: np.ndarray) -> float:
+    """fn (nanmedian, nanmax, ...) of a, NaN when a has no finite value (instead of a warning)."""
+    a = np.asarray(a, dtype=np.float64)
+    return float(fn(a)) if np.isfinite(a).any() else float("nan")
+
+
+def _share(flags: np.ndarray, values: np.ndarray) -> float:
+    """Share of defined (finite) values where flags holds; NaN if none is defined."""
+    ok = np.isfinite(values)
+    return float(flags[ok].mean()) if ok.any() else float("nan")
 
 
 OUTSIDE_QUANTILE = 0.95  # a completion harder for the model than this share of its training texts is 'outside'
