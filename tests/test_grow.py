@@ -72,7 +72,7 @@ def test_extending_10_to_20_draws_equals_a_fresh_20_draw_run_bitwise(tiny_lm, ti
     starts = {}
 
     def progress(ev):
-        if ev.get("stage") == "sample":
+        if ev["stage"] == "sample":
             starts.setdefault(ev["chain"], ev["first_step"])
 
     grown = bif.compute_run(model, data, [QUERY], cfg.replace(draws=20), cache_root=tmp_path / "a",

@@ -136,7 +136,10 @@ def current_run() -> tuple[bif.Run, int] | None:
 
 
 def run_id(run: bif.Run) -> str:
-    return f"{run.dir}|{run_signature(run.dir)}"
+    """The key of a run's cached views: changes when it completes, gains a query set or (while provisional,
+    bif.store.partial) gains draws."""
+    partial = f"|partial {run.partial.chains} {run.partial.draws}" if run.partial else ""
+    return f"{run.dir}|{run_signature(run.dir)}{partial}"
 
 
 def positions(sel: tuple[int, int] | None):
@@ -340,6 +343,7 @@ def sidebar() -> None:
             except ValueError:
                 s = None
             if s and s["state"] in jobs.ACTIVE:
+                from views.jobview import describe
+
                 frac = s["progress"].get("fraction", 0.0)
-                st.caption(f"Background job {s['state']}: {frac:.0%}, "
-                           f"about {jobs.format_seconds(s['progress'].get('eta_s'))} left")
+                st.caption(f"Background job {s['state']} ({frac:.0%}): {md_escape(describe(s['progress']))}")

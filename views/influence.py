@@ -10,7 +10,7 @@ import streamlit as st
 
 from bif import render
 from bif.core import findings
-from views import ask, common
+from views import ask, common, grow, provisional
 from views.ui import html as ui, pick
 
 EXPLAIN = """
@@ -210,7 +210,7 @@ def sample_section(run, rid, q, tokens, token, srow, sid, listed, what):
 def main() -> None:
     st.title("Which training data made this completion?")
     common.explain(EXPLAIN)
-    current = common.current_run()
+    current = provisional.current() or common.current_run()
     if current is None:
         return
     run, q = current
@@ -222,7 +222,9 @@ def main() -> None:
                      format_func=lambda i: f"{i + 1}: "
                                            + common.query_label(run.queries[i].prompt, run.queries[i].completion, 60, 40),
                      help="Queries of this run (those added later were scored at its stored draws or by replay).")
-    ask.ask_box(run, q)
+    if run.partial is None:  # a provisional run (still computing) takes no new question and cannot grow yet
+        ask.ask_box(run, q)
+        grow.sample_more(run)
     trace, row = run.trace(q)
     tokens = run.query_tokens(q)
     positions = [int(p) for p in np.flatnonzero(trace.masks["query"][row]) if p + 1 < len(tokens)]

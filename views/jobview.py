@@ -8,18 +8,24 @@ from bif.service import jobs
 from bif import render
 from views import common
 
-STAGES = {"start": "Starting the worker", "tokenizer": "Building the demo model: training its tokenizer",
+STAGES = {"start": "Starting the worker", "load": "Loading the model and data",
+          "tokenizer": "Building the demo model: training its tokenizer",
           "train": "Building the demo model (first use only): training",
           "convert": "Converting SmolLM2 to safetensors (first use only)",
-          "save": "Saving the converted model", "sample": "Sampling"}
+          "save": "Saving the converted model", "init": "Scoring at the trained weights",
+          "sample": "Sampling", "scoring stored draws": "Scoring at the stored draws", "seal": "Sealing the run"}
 
 
-def _describe(p: dict) -> str:
+def describe(p: dict) -> str:
+    """The stage of a job in words, with its place and time left: the job panel and the sidebar both say this."""
     stage = p.get("stage", "start")
     if stage == "sample":
-        return (f"Sampling: chain {p.get('chain', 0) + 1} of {p.get('chains', '?')} · draw {p.get('draw', 0)} of "
+        return (f"Sampling chain {p.get('chain', 0) + 1} of {p.get('chains', '?')} · draw {p.get('draw', 0)} of "
                 f"{p.get('draws', '?')} · step {p.get('step', 0)} of {p.get('steps', '?')} · about "
                 f"{jobs.format_seconds(p.get('eta_s'))} left")
+    if stage == "scoring stored draws":
+        return (f"{STAGES[stage]}: chain {p.get('chain', 0) + 1} of {p.get('chains', '?')}, draw {p.get('draw', 0)} "
+                f"of {p.get('draws', '?')}")
     if stage == "train":
         return f"{STAGES['train']} step {p.get('step', 0)} of {p.get('steps', '?')} (about " \
                f"{jobs.format_seconds(p.get('eta_s'))} left)"
@@ -47,7 +53,10 @@ def _body(job_id: str, was_active: bool) -> None:
     with st.container(border=True):
         st.markdown(f"**{kind}** · job `{job_id}` · **{s['state']}**")
         if s["state"] in jobs.ACTIVE:
-            st.progress(min(max(float(p.get("fraction", 0.0)), 0.0), 1.0), text=_describe(p))
+            st.progress(min(max(float(p.get("fraction", 0.0)), 0.0), 1.0), text=describe(p))
+            if (s["request"] or {}).get("kind") == "run":
+                st.page_link("views/influence.py", label="Provisional results, while it samples: Influence page",
+                             icon=":material/target:")
             st.button("Cancel", key=f"cancel-{job_id}", on_click=jobs.cancel_job, args=(job_id, common.cache_root()),
                       help="Stops the worker at its next report. Finished chains are kept: starting the same run "
                            "again resumes from them.")

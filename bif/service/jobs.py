@@ -212,6 +212,7 @@ class ProgressWriter:
         self.history: dict[int, list] = {}
         self.last_write = 0.0
         self.state: dict = {}
+        self.run_key: str | None = None  # the run's folder once known: kept in every report
 
     def __call__(self, ev: dict) -> None:
         if (self.dir / "cancel").exists():
@@ -221,7 +222,9 @@ class ProgressWriter:
             h.append([int(ev["step"]), float(ev["sampling_loss"])])
             if len(h) > HISTORY_POINTS:
                 h[:] = h[::2]
+        self.run_key = ev.get("run_key") or self.run_key
         self.state = {**{k: v for k, v in ev.items() if isinstance(v, (int, float, str))},
+                      **({"run_key": self.run_key} if self.run_key else {}),
                       "history": {str(k): v for k, v in self.history.items()}, "time": time.time()}
         now = time.time()
         last_step = ev.get("stage") == "sample" and ev.get("step") == ev.get("steps")

@@ -19,11 +19,12 @@ import numpy as np
 
 from bif.core.chainstate import ChainState, load_state
 from bif.core.draws import ChainDraws, DrawWriter, draws_name
-from bif.core.files import changed_files, read_json
+from bif.core.files import changed_files, read_json, write_json
 from bif.core.trace import ChainWriter, open_chain
 from bif.errors import CacheError
 
 STATE_PREFIX = "state_"
+GROWS_FROM = "grows_from.json"  # in a run folder that continues a shorter run: {"key", "draws"} of that run
 
 
 def state_name(chain: int) -> str:
@@ -71,6 +72,20 @@ class Prefix:
         if draws is not None:
             draws.copy_prefix(ChainDraws(self.dir / draws_name(chain)))
         return state
+
+
+def record_prefix(run_dir: Path, prefix: Prefix) -> None:
+    """Note in the growing run which run it continues (provisional views read the prefix's chains meanwhile)."""
+    write_json(Path(run_dir) / GROWS_FROM, {"key": prefix.dir.name, "draws": prefix.draws})
+
+
+def recorded_prefix(run_dir: Path) -> Prefix | None:
+    """The run that `run_dir` continues, if it does and that run is still there."""
+    info = read_json(Path(run_dir) / GROWS_FROM)
+    if not isinstance(info, dict) or not isinstance(info.get("key"), str) or "/" in info["key"]:
+        return None
+    d = Path(run_dir).parent / info["key"]
+    return Prefix(d, int(info.get("draws", 0))) if (d / "COMPLETE").exists() else None
 
 
 def find_prefix(runs_root: Path, lineage_key: str, draws: int, exclude: Path | None = None) -> Prefix | None:

@@ -21,6 +21,7 @@ from bif.core.config import SamplerConfig
 from bif.core.trace import open_chain, written_draws
 from bif.errors import CacheError
 from bif.lm.data import Query
+from bif.store.grow import recorded_prefix
 from bif.store.runs import Partial, QuerySet, Run
 
 MIN_DRAWS = 4  # per chain: fewer give no usable error bars
@@ -46,10 +47,14 @@ def _pread(m: np.ndarray, first: int, last: int) -> np.ndarray:
 
 
 def chain_progress(run_dir: Path, chains: int) -> list[tuple[dict[str, np.ndarray] | None, int]]:
-    """(mapped chain or None, complete draws) of each chain of a run folder, finished or growing."""
+    """(mapped chain or None, complete draws) of each chain of a run folder, finished or growing. A run that
+    grows (bif.store.grow) holds its prefix run's draws in chains it has not reached yet."""
     out = []
+    prefix = recorded_prefix(run_dir)
     for c in range(chains):
         done, growing = run_dir / f"chain_{c:03d}.safetensors", run_dir / f"chain_{c:03d}.partial"
+        if prefix is not None and not done.exists() and not growing.exists():
+            done = prefix.dir / done.name
         try:
             m = open_chain(done) if done.exists() else open_chain(growing) if growing.exists() else None
             written = 0 if m is None else int(_pread(m["written"], 0, 1)[0]) if "written" in m else \

@@ -175,7 +175,8 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
     """Compute the run (or open it if it is cached; resume it chain by chain if it was interrupted).
 
     A file lock makes concurrent callers of the same run compute it once. `progress` gets dicts with
-    stage, chain, chains, step, steps, draw, draws, sampling_loss, fraction, eta_s; it may raise to cancel.
+    stage, chain, chains, step, steps, draw, draws, sampling_loss, fraction, eta_s; it may raise to cancel. Stages
+    without a chain: 'load' (model and data), 'init' (with run_key, the run's folder; scoring at w*), 'seal'.
     Chains are written to disk draw by draw (never held whole in memory). A memory estimate is logged (logger
     "bif") before sampling starts, and a run that cannot fit stops with `bif.core.scale.OutOfMemory`.
 
@@ -187,8 +188,12 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
     scale = scale or ScaleOptions()
     dist = dist or distributed.current()
     device = resolve_device(config.device)
+    if progress is not None:
+        progress({"stage": "load"})
     prep = _prepare(model, data, queries, config, cache_root, progress, device, scale)
     run_dir = cache_root / "runs" / prep.key
+    if progress is not None:  # the run's folder is known from here on (a job's provisional results read it)
+        progress({"stage": "init", "run_key": prep.key, "chains": config.chains, "draws": config.draws})
     run_dir.mkdir(parents=True, exist_ok=True)
     with distributed.main_holds_lock(dist, run_dir / "lock"):
         if dist.all_ok((run_dir / "COMPLETE").exists()):
@@ -206,12 +211,17 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
         keep = _draws_decision(run_dir, prep, config, dist)
         prefix = grow.find_prefix(cache_root / "runs", prep.request["lineage"], config.draws, run_dir) \
             if plan.group_size == 1 else None  # a run that grows continues the chains of a shorter one
+        if prefix is not None and dist.is_main:
+            grow.record_prefix(run_dir, prefix)
         _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress, keep, prefix)
         dist.barrier()
         if plan.group_size > 1:
             _merge_chains(run_dir, prep, config, dist, plan, device)
             dist.barrier()
         if dist.is_main:
+            if progress is not None:
+                progress({"stage": "seal", "chains": config.chains, "draws": config.draws, "fraction": 1.0,
+                          "eta_s": 0.0})
             shutil.rmtree(run_dir / "parts", ignore_errors=True)
             for stale in run_dir.glob("*.partial"):
                 stale.unlink()

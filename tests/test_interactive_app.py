@@ -1,0 +1,83 @@
+"""The app while a run computes and when it grows: provisional results under a banner that goes when the run is
+finished; 'Sample more' asks for the same run with twice the draws, which continues the finished chains."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+import bif
+from bif.core.trace import open_chain
+from bif.service import jobs
+from bif.store.grow import GROWS_FROM
+from tests.test_app import app, html
+
+
+def _computing(tiny_run, tmp_path, written=6):
+    """A copy of the tiny run as if chain 1 were at draw `written`, and a running job computing it."""
+    cache, run = tiny_run
+    root = tmp_path / "cache"
+    d = shutil.copytree(run.dir, root / "runs" / run.key)
+    (d / "COMPLETE").unlink()
+    chain = d / "chain_001.safetensors"
+    counter = open_chain(chain)["written"]
+    with open(chain, "r+b") as f:
+        os.pwrite(f.fileno(), np.array([written], dtype=np.int64).tobytes(), counter.offset)
+    chain.rename(d / "chain_001.partial")
+    job_id = jobs.create_job(jobs.make_request("run", run.request["model"], run.request["data"],
+                                               run.request["queries"], run.request["config"], root), root)
+    jd = jobs.job_dir(job_id, root)
+    (jd / "progress.json").write_text(json.dumps({"stage": "sample", "chain": 1, "chains": 2, "draw": written,
+                                                  "draws": 10, "step": written + 5, "steps": 15, "fraction": 0.8,
+                                                  "eta_s": 3, "run_key": run.key}))
+    (jd / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    return root, run, job_id
+
+
+def test_influence_page_shows_provisional_results_while_the_run_computes(tiny_run, tmp_path):
+    root, run, job_id = _computing(tiny_run, tmp_path)
+    at = app(root, "views/influence.py", job=job_id)
+    text = " ".join(m.value for m in at.markdown)
+    assert "Provisional" in text and "from 6 of 10 draws per chain" in text and "12 draws in all" in text
+    assert 'class="bif-tok' in html(at) and at.get("plotly_chart"), "the views are drawn from the draws so far"
+    bar = at.get("progress")[0].proto.text
+    assert bar.startswith("Sampling chain 2 of 2")
+    assert any(bar in c.value for c in at.sidebar.caption), "the sidebar names the same stage"
+    assert not [t for t in at.text_area if t.key == "ask_prompt"], "no new questions on an unfinished run"
+    assert not [b for b in at.button if b.key.startswith("grow-")]
+
+
+def test_provisional_banner_goes_when_the_run_is_finished(tiny_run, tmp_path):
+    root, run, job_id = _computing(tiny_run, tmp_path)
+    d = root / "runs" / run.key
+    (d / "chain_001.partial").unlink()
+    shutil.copy(run.dir / "chain_001.safetensors", d)
+    shutil.copy(run.dir / "COMPLETE", d)
+    status = {"state": "done", "result": {"run_key": run.key, "query": 0}}
+    (jobs.job_dir(job_id, root) / "status.json").write_text(json.dumps(status))
+    at = app(root, "views/influence.py", job=job_id, run=run.key)
+    assert not any("Provisional" in m.value for m in at.markdown)
+    assert 'class="bif-tok' in html(at)
+
+
+def test_sample_more_continues_the_run_with_twice_the_draws(tiny_run, tmp_path, monkeypatch):
+    cache, run = tiny_run
+    root = tmp_path / "cache"
+    shutil.copytree(run.dir, root / "runs" / run.key)
+    started = []
+    monkeypatch.setattr(jobs, "start_job", lambda request, cache_root: started.append(request) or "job-1")
+    at = app(root, "views/influence.py", run=run.key)
+    button = at.button(key=f"grow-{run.key}")
+    assert "10 → 20 draws per chain" in button.label
+    assert any("from this run's own speed" in c.value for c in at.caption)
+    button.click().run()
+    assert not at.exception and len(started) == 1
+    request = started[0]
+    assert request["config"] == {**run.request["config"], "draws": 20} and request["queries"] == run.request["queries"]
+    job_id = jobs.create_job(request, root)  # what the worker does with it, in this process
+    assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
+    grown = jobs.job_status(job_id, root)["result"]["run_key"]
+    assert json.loads((root / "runs" / grown / GROWS_FROM).read_text()) == {"key": run.key, "draws": 10}
+    assert jobs.job_status(job_id, root)["progress"]["run_key"] == grown
+    assert bif.open_run(root / "runs" / grown).config.draws == 20

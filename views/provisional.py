@@ -1,0 +1,90 @@
+"""Provisional results on the Influence page while the view's run job computes (bif.store.partial).
+
+The page then draws the run as far as it has sampled, under a banner that says so, and refreshes whenever new
+draws arrive; when the job finishes, the finished run replaces it and the banner goes. Not a page:
+views/influence.py calls `current`.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import bif
+from bif.service import jobs
+from bif.store.partial import MIN_CHAINS, MIN_DRAWS, chain_progress, open_partial
+from views import common
+from views.jobview import describe
+
+REFRESH_S = 2.0  # how often the page looks for new draws
+
+
+def live_job() -> dict | None:
+    """The view's job while it computes a run whose folder is known, else None."""
+    job = common.view().get("job")
+    if not job:
+        return None
+    try:
+        s = jobs.job_status(job, common.cache_root())
+    except ValueError:
+        return None
+    req = s.get("request") or {}
+    if s["state"] not in jobs.ACTIVE or req.get("kind") != "run" or not s["progress"].get("run_key"):
+        return None
+    return s
+
+
+def signature(run_dir) -> str:
+    """Changes when any chain of the computing run gains a draw."""
+    cfg = (common.run_request(run_dir.name) or {}).get("config") or {}
+    return ",".join(str(w) for _, w in chain_progress(run_dir, int(cfg.get("chains", 0))))
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _open(path: str, sig: str) -> bif.Run | None:
+    from pathlib import Path
+
+    return open_partial(Path(path))
+
+
+def current() -> tuple[bif.Run, int] | None:
+    """(provisional run, query 0) while the view's job computes and has enough draws; else None (the page then
+    shows its finished run). Draws the banner and starts the refresher either way while a job computes."""
+    s = live_job()
+    if s is None:
+        return None
+    run_dir = common.cache_root() / "runs" / s["progress"]["run_key"]
+    sig = signature(run_dir)
+    run = _open(str(run_dir), sig)
+    banner(s, run)
+    st.fragment(_refresh, run_every=REFRESH_S)(s["id"], sig)
+    if run is None and not common.view().get("run"):
+        st.stop()  # nothing to show yet; the refresher keeps looking
+    return (run, 0) if run is not None else None
+
+
+def banner(s: dict, run: bif.Run | None) -> None:
+    p = s["progress"]
+    with st.container(border=True):
+        if run is None:
+            st.markdown(f"**Computing.** Provisional results appear here once {MIN_CHAINS} chains have "
+                        f"{MIN_DRAWS} draws each.")
+        else:
+            part = run.partial
+            st.markdown(f":orange-badge[Provisional] **from {part.draws} of {part.target} draws per chain "
+                        f"({len(part.chains)} of {run.config.chains} chains, {part.draws * len(part.chains)} draws in "
+                        "all).** The error bars are wide and shrink as draws arrive; rankings may still change. "
+                        "The mark goes when the run is finished.")
+        st.progress(min(max(float(p.get("fraction", 0.0)), 0.0), 1.0), text=describe(p))
+
+
+@common.guarded
+def _refresh(job_id: str, sig: str) -> None:
+    """Rerun the page when the job finishes (then showing the finished run) or new draws arrived."""
+    s = jobs.job_status(job_id, common.cache_root())
+    if s["state"] not in jobs.ACTIVE:
+        if s["state"] == "done":
+            common.set_view(run=s["result"]["run_key"], q=s["result"]["query"], token=None, span=None, sample=None)
+        st.rerun(scope="app")
+    key = s["progress"].get("run_key")
+    if key and signature(common.cache_root() / "runs" / key) != sig:
+        st.rerun(scope="app")
