@@ -104,8 +104,11 @@ def share_link(**values) -> str:
 
 
 def run_signature(d: Path) -> str:
-    """Changes when a run is completed or gains a query set (so the cached Run object is refreshed)."""
-    marks = [d / "COMPLETE", *sorted(d.glob("queries/*/COMPLETE"))]
+    """Changes when a run is completed, gains a query set or ranks its other training texts (so the cached Run
+    object is refreshed)."""
+    from bif.store.rank import ranked_dir
+
+    marks = [d / "COMPLETE", *sorted(d.glob("queries/*/COMPLETE")), ranked_dir(d) / "COMPLETE"]
     return ";".join(f"{m.parent.name}:{m.stat().st_mtime_ns}" for m in marks if m.exists())
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from bif import render
 from bif.core import findings
-from views import ask, common, grow, provisional
+from views import ask, common, grow, provisional, rankall
 from views.ui import html as ui, pick
 
 EXPLAIN = """
@@ -225,6 +225,7 @@ def main() -> None:
     if run.partial is None:  # a provisional run (still computing) takes no new question and cannot grow yet
         ask.ask_box(run, q)
         grow.sample_more(run)
+        rankall.rank_box(run)
     trace, row = run.trace(q)
     tokens = run.query_tokens(q)
     positions = [int(p) for p in np.flatnonzero(trace.masks["query"][row]) if p + 1 < len(tokens)]

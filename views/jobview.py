@@ -13,7 +13,8 @@ STAGES = {"start": "Starting the worker", "load": "Loading the model and data",
           "train": "Building the demo model (first use only): training",
           "convert": "Converting SmolLM2 to safetensors (first use only)",
           "save": "Saving the converted model", "init": "Scoring at the trained weights",
-          "sample": "Sampling", "scoring stored draws": "Scoring at the stored draws", "seal": "Sealing the run"}
+          "sample": "Sampling", "scoring stored draws": "Scoring at the stored draws", "seal": "Sealing the run",
+          "rank": "Ranking the other training texts at the stored draws"}
 
 
 def describe(p: dict) -> str:
@@ -23,6 +24,9 @@ def describe(p: dict) -> str:
         return (f"Sampling chain {p.get('chain', 0) + 1} of {p.get('chains', '?')} · draw {p.get('draw', 0)} of "
                 f"{p.get('draws', '?')} · step {p.get('step', 0)} of {p.get('steps', '?')} · about "
                 f"{jobs.format_seconds(p.get('eta_s'))} left")
+    if stage == "rank":
+        return (f"{STAGES[stage]}: chain {p.get('chain', 0) + 1} of {p.get('chains', '?')}, draw {p.get('draw', 0)} "
+                f"of {p.get('draws', '?')} ({p.get('rows', '?')} texts)")
     if stage == "scoring stored draws":
         return (f"{STAGES[stage]}: chain {p.get('chain', 0) + 1} of {p.get('chains', '?')}, draw {p.get('draw', 0)} "
                 f"of {p.get('draws', '?')}")
@@ -49,7 +53,8 @@ def _body(job_id: str, was_active: bool) -> None:
             common.set_view(run=s["result"]["run_key"], q=s["result"]["query"], token=None, sample=None)
         st.rerun(scope="app")  # stop polling and refresh the sidebar
     p = s["progress"]
-    kind = "Replay for a new query" if (s["request"] or {}).get("kind") == "replay" else "Run"
+    kind = {"replay": "Replay for a new query", "rank": "Ranking the whole training set"}.get(
+        (s["request"] or {}).get("kind"), "Run")
     with st.container(border=True):
         st.markdown(f"**{kind}** · job `{job_id}` · **{s['state']}**")
         if s["state"] in jobs.ACTIVE:

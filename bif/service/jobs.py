@@ -52,8 +52,9 @@ def job_dir(job_id: str, cache_root: str | Path) -> Path:
 
 def make_request(kind: str, model: dict, data: dict, queries: list[dict], config: dict, cache_root: str | Path,
                  run_key: str | None = None, preset: str | None = None) -> dict:
-    """A job request. kind='run' computes (or resumes, or opens) a run; kind='replay' adds `queries` to run_key."""
-    if kind not in ("run", "replay"):
+    """A job request. kind='run' computes (or resumes, or opens) a run; kind='replay' adds `queries` to run_key;
+    kind='rank' ranks the training texts run_key does not rank, at its stored draws (bif.store.rank)."""
+    if kind not in ("run", "replay", "rank"):
         raise ValueError(f"unknown job kind {kind!r}")
     return {"kind": kind, "model": model, "data": data, "queries": queries, "config": config,
             "cache_root": str(Path(cache_root).resolve()), "run_key": run_key, "preset": preset}
@@ -245,8 +246,12 @@ def _compute(req: dict, progress: "ProgressWriter", is_main: bool):
     from bif.store.replay import add_queries
 
     queries = [Query(**q) for q in req["queries"]]
-    if req["kind"] == "replay":  # rank 0 checks the stored checksums; the others trust it
+    if req["kind"] in ("replay", "rank"):  # rank 0 checks the stored checksums; the others trust it
         run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"], verify=is_main)
+        if req["kind"] == "rank":
+            from bif.store.rank import rank_all
+
+            return rank_all(run, req["cache_root"], progress)
         return add_queries(run, queries, req["cache_root"], progress)
     return runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
                             SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
@@ -265,6 +270,20 @@ def _follower(d: Path) -> str:
     except Cancelled:
         return "cancelled"
     return "done"
+
+
+AUTO_RANK_SOURCES = ("demo",)  # runs on these data sets rank all their training texts once finished
+
+
+def _rank_afterwards(req: dict, run) -> None:
+    """Start the job that ranks a finished demo run's other training texts at its stored draws (bif.store.rank)."""
+    from bif.core.draws import open_draws
+    from bif.store.rank import unranked
+
+    if (req.get("data") or {}).get("source") in AUTO_RANK_SOURCES and unranked(run) > 0 and \
+            open_draws(run.dir, run.config.chains) is not None:
+        start_job(make_request("rank", req["model"], req["data"], req["queries"][:1], req["config"],
+                               req["cache_root"], run_key=run.key), req["cache_root"])
 
 
 def run_job(d: str | Path) -> str:
@@ -287,6 +306,11 @@ def run_job(d: str | Path) -> str:
         progress.state.update(fraction=1.0, eta_s=0.0)
         progress.flush()
         status.update(state="done", result={"run_key": run.key, "query": index})
+        if req["kind"] == "run":
+            try:
+                _rank_afterwards(req, run)
+            except Exception:  # noqa: BLE001 - the run is done whatever happens to the follow-up
+                traceback.print_exc()
     except Exception as e:  # noqa: BLE001 - every failure must end in a status, never a dead worker
         traceback.print_exc()
         message = str(e) if isinstance(e, BIFError) else INTERNAL.format(kind=type(e).__name__, log=d / "log.txt")

@@ -17,6 +17,7 @@ the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
     parts/                   only while a distributed run is in progress: one file per chain and shard
                              (bif.dist.distributed), merged into chain_XXX.safetensors
     queries/<qkey>/...       queries added later by replay (same layout, query set only)
+    ranked/...               the other training texts, ranked afterwards at the stored draws (bif.store.rank)
     COMPLETE                 written last: sha256 of every file above
 """
 
@@ -36,7 +37,7 @@ import torch
 from safetensors.torch import load_file
 
 from bif.dist import distributed
-from bif.store import grow
+from bif.store import grow, rank
 from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from bif.errors import CacheError
@@ -440,6 +441,7 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
               query_sets=[own])
     for qdir in sorted((run_dir / "queries").glob("*/COMPLETE")) if (run_dir / "queries").exists() else []:
         run.query_sets.append(_open_query_set(qdir.parent, config, verify))
+    rank.merge(run, verify)  # the training texts ranked after the run (bif.store.rank), if any
     return run
 
 

@@ -1,0 +1,140 @@
+"""Rank the whole training set afterwards: score the training texts a run did not rank at its stored draws.
+
+A run ranks a subset of its training texts (DataSpec.n_scored: random ones plus each query's nearest by word
+overlap), an approximation said in every view. With stored draws (bif.core.draws) the others need no SGLD: one
+forward pass per draw each, exactly what the run would have recorded for them (to the draws' storage precision).
+`rank_all` writes them to run_dir/ranked/ (resumable chain by chain, sealed by its own COMPLETE):
+
+    rows.json              the training-set indices of the added rows and how many texts the set has
+    examples.safetensors   their masks and losses at w*
+    chain_000.safetensors  one per chain: losses.train (D, m, P) at the stored draws
+
+`open_run` then appends them to the run's ranked rows (`merge`), sorted by training-set index, and the run says it
+ranks all its training texts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from bif.core.draws import ChainDraws, draws_name, open_draws, score_at_draws
+from bif.core.examples import lm_token_loss, score_examples
+from bif.core.files import changed_files, read_json, save_tensors, seal, write_json
+from bif.core.sampler import Progress, resolve_device
+from bif.core.trace import ChainTrace, load_chain, save_chain
+from bif.dist import distributed
+from bif.errors import CacheError, ConfigError
+
+RANKED = "ranked"
+
+
+def ranked_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / RANKED
+
+
+def is_ranked(run_dir: Path) -> bool:
+    """Whether the run's other training texts have been ranked (the folder is sealed)."""
+    return (ranked_dir(run_dir) / "COMPLETE").exists()
+
+
+def unranked(run) -> int:
+    """How many of the run's training texts it does not rank (0 once ranked/ is complete)."""
+    return 0 if is_ranked(run.dir) else int(run.request.get("n_train", 0)) - len(run.train_ids)
+
+
+def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = None,
+             dist: distributed.Dist | None = None):
+    """Score every training text the run does not rank at its stored draws; returns the run reopened, ranking all.
+
+    ConfigError without stored draws. Resumes chain by chain; under torchrun each process takes chains
+    rank, rank + W, ... `progress` gets {"stage": "rank", "chain", "chains", "draw", "draws", "fraction"}.
+    """
+    from bif.lm.models import ModelSpec, load_model
+    from bif.store.replay import _training_set
+    from bif.store.runs import open_run
+
+    config = run.config
+    if open_draws(run.dir, config.chains) is None:
+        raise ConfigError(f"Run {run.key} has no stored draws: ranking its other training texts would need a "
+                          "replay of every chain. Start a run that keeps its draws (keep_draws=on).")
+    if unranked(run) <= 0:
+        return run
+    dist = dist or distributed.current()
+    device = resolve_device(config.device)
+    loaded = load_model(ModelSpec(**run.request["model"]), cache_root, device=device, progress=progress)
+    if loaded.fingerprint != run.request["fingerprints"]["model"]:
+        raise CacheError("The model files changed since this run was computed; its stored draws belong to the old "
+                         "model. Start a new run.")
+    train_all = _training_set(run, loaded)
+    have = set(run.train_ids)
+    rest = [i for i in range(len(train_all)) if i not in have]
+    ex = train_all.subset(rest)
+    out = ranked_dir(run.dir)
+    out.mkdir(exist_ok=True)
+    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
+    with distributed.main_holds_lock(dist, out / "lock"):
+        if dist.all_ok(is_ranked(run.dir)):
+            return open_run(run.dir, verify=dist.is_main)
+        if dist.is_main and not (out / "examples.safetensors").exists():
+            init = score_examples(loaded.model, lm_token_loss, ex, config.score_batch_size, device).cpu()
+            write_json(out / "rows.json", {"ids": rest, "n_train": len(train_all), "texts": ex.texts,
+                                           "tokens": ex.tokens})
+            save_tensors({"train.mask": ex.mask, "init": init}, out / "examples.safetensors")
+        mine = list(range(dist.rank, config.chains, dist.world))
+        for pos, c in enumerate(mine):
+            path = out / f"chain_{c:03d}.safetensors"
+            if path.exists():
+                continue
+            t0 = time.perf_counter()
+
+            def report(ev: dict, c=c, pos=pos) -> None:
+                if progress is not None:
+                    progress({"stage": "rank", "chain": c, "chains": config.chains, "draw": ev["draw"],
+                              "draws": ev["draws"], "rows": len(rest),
+                              "fraction": (pos + ev["draw"] / ev["draws"]) / len(mine)})
+
+            losses = score_at_draws(loaded.model, lm_token_loss, ex, ChainDraws(run.dir / draws_name(c)),
+                                    config.score_batch_size, device, autocast, progress=report, draws=config.draws)
+            save_chain(path, ChainTrace(losses={"train": losses}, sampling_loss=torch.zeros(0, dtype=torch.float64),
+                                        seconds=time.perf_counter() - t0), config.trace_dtype)
+        dist.barrier()
+        if dist.is_main:
+            seal(out, ["rows.json", "examples.safetensors"] + [f"chain_{c:03d}.safetensors" for c in range(config.chains)])
+        dist.barrier()
+    return open_run(run.dir, verify=dist.is_main)
+
+
+def merge(run, verify: bool | str = True) -> None:
+    """Append a complete ranked/ folder's rows to an opened in-memory run (open_run calls this), in place."""
+    out = ranked_dir(run.dir)
+    if not is_ranked(run.dir) or not isinstance(run.train_losses, np.ndarray):
+        return  # not ranked yet, or a memory-mapped run (too large to merge in memory): the subset stays
+    if verify and (bad := changed_files(out, rehash=verify == "full")):
+        raise CacheError(f"The ranked training texts of run {run.key} are corrupt: {bad} changed after they were "
+                         f"written. Delete the folder {out} and rank them again.")
+    rows = read_json(out / "rows.json") or {}
+    ids = [int(i) for i in rows.get("ids", [])]
+    config = run.config
+    t = load_file(str(out / "examples.safetensors"))
+    extra = np.stack([load_chain(out / f"chain_{c:03d}.safetensors", ["train"], config.draws, 0).losses["train"]
+                      .numpy() for c in range(config.chains)])  # (C, D, m, P)
+    texts, tokens = rows.get("texts") or [], rows.get("tokens") or []
+    if len(texts) != len(ids) or len(tokens) != len(ids):
+        raise CacheError(f"The ranked training texts of run {run.key} are incomplete. Delete the folder {out} and "
+                         "rank them again.")
+    order = np.argsort(np.array(run.train_ids + ids), kind="stable")
+    run.train_losses = np.concatenate([run.train_losses, extra], axis=2)[:, :, order]
+    run.train_mask = np.concatenate([run.train_mask, t["train.mask"].numpy()])[order]
+    run.train_init = np.concatenate([run.train_init, t["init"].numpy()])[order]
+    run.train_texts = [(run.train_texts + texts)[j] for j in order]
+    run.train_tokens = [(run.train_tokens + tokens)[j] for j in order]
+    run.train_ids = [(run.train_ids + ids)[j] for j in order]
+    n = int(rows.get("n_train", len(run.train_ids)))
+    run.request = {**run.request, "how_scored": f"all {n} training samples ({len(ids)} of them ranked after the "
+                                                "run, at its stored draws)", "ranked_after": len(ids)}
+

@@ -1,0 +1,60 @@
+"""'Rank all training texts' on the Influence page: the texts a run did not rank, scored at its stored draws in
+a background job (bif.store.rank); its progress while it runs. Not a page: views/influence.py calls `rank_box`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import bif
+from bif.core.draws import open_draws
+from bif.service import jobs
+from bif.store.rank import unranked
+from views import common
+from views.jobview import describe
+
+
+def rank_job(run: bif.Run) -> dict | None:
+    """The active job ranking this run's other training texts, if any."""
+    return next((j for j in jobs.list_jobs(common.cache_root(), active_only=True)
+                 if (j["request"] or {}).get("kind") == "rank" and j["request"].get("run_key") == run.key), None)
+
+
+def rank_estimate_s(run: bif.Run, rows: int) -> float:
+    """Seconds to score `rows` texts at every stored draw: the run's own scoring speed (its losses at w* took one
+    forward pass per ranked text) is not recorded, so this uses the cost model of bif.service.jobs."""
+    t_fwd = jobs.FORWARD_A + jobs.FORWARD_B * jobs.model_params(run.request["model"]) * \
+        float(run.request["data"].get("max_length", 64)) / 2
+    request = {"config": run.request["config"]}
+    return jobs.WORKER_START_S + run.config.chains * run.config.draws * rows * t_fwd / jobs.default_procs(request)
+
+
+@common.callback
+def _start(run: bif.Run) -> None:
+    jobs.start_job(jobs.make_request("rank", run.request["model"], run.request["data"], run.request["queries"][:1],
+                                     run.request["config"], common.cache_root(), run_key=run.key),
+                   common.cache_root())
+
+
+def rank_box(run: bif.Run) -> None:
+    """Progress of the ranking job, or the button that starts it; nothing once every text is ranked."""
+    rest = unranked(run)
+    if rest <= 0 or open_draws(run.dir, run.config.chains) is None:
+        return
+    job = rank_job(run)
+    if job is not None:
+        st.fragment(_progress, run_every=2.0)(job["id"])
+        return
+    n = run.request.get("n_train", "?")
+    st.button(f"Rank all {n} training texts ({rest} more)", key=f"rank-{run.key}", on_click=_start, args=(run,),
+              icon=":material/format_list_numbered:",
+              help="Scores the training texts this run did not rank at its stored draws (no sampling), in the "
+                   f"background, about {jobs.format_seconds(rank_estimate_s(run, rest))}. The rankings then cover "
+                   "the whole training set and the approximation note goes.")
+
+
+@common.guarded
+def _progress(job_id: str) -> None:
+    s = jobs.job_status(job_id, common.cache_root())
+    if s["state"] not in jobs.ACTIVE:
+        st.rerun(scope="app")  # the run now ranks everything: draw it again
+    st.progress(min(max(float(s["progress"].get("fraction", 0.0)), 0.0), 1.0), text=describe(s["progress"]))
