@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import sys
 
@@ -200,17 +198,6 @@ def cmd_top(args) -> None:
     _print_top(_open(args), args.query, args.token, args.k)
 
 
-def export_rows(run, query: int, token: int | None = None) -> list[dict]:
-    """One row per scored training sample with every score of the chosen view."""
-    from bif.core import influence
-
-    trace, row = run.trace(query)
-    s = influence.samples(trace, row, token)
-    return [{"train_id": run.train_ids[i], "text": run.train_texts[i], "support": s.support[i],
-             "support_se": s.support_se[i], "bif": s.bif[i], "bif_se": s.bif_se[i], "p": s.p[i], "q": s.q[i],
-             "significant": bool(s.significant[i])} for i in range(len(run.train_ids))]
-
-
 def cmd_ask(args) -> int | None:
     """A new question on a finished run: scored at its stored draws (seconds) or, without them, by replay."""
     import time
@@ -243,21 +230,54 @@ def cmd_ask(args) -> int | None:
     return None
 
 
+def _positions(token: str | None):
+    """--token P (one loss position) or A-B (a span, inclusive) -> None, an int or a tuple of positions."""
+    if token is None:
+        return None
+    from bif.errors import DataError
+
+    try:
+        a, _, b = token.partition("-")
+        return int(a) if not b else tuple(range(int(a), int(b) + 1))
+    except ValueError:
+        raise DataError(f"--token {token!r}: give a completion position (e.g. 5) or a span (e.g. 5-7).") from None
+
+
 def cmd_export(args) -> None:
+    """Scores (csv, json), the heatmap page (html) or a figure (png, svg), each with its context (bif.export)."""
+    from bif import export
+    from bif.core import influence
+
     run = _open(args)
-    rows = export_rows(run, args.query, args.token)
-    out = open(args.out, "w", newline="") if args.out else sys.stdout
-    if args.format == "json":
-        json.dump({"run": run.key, "query": run.queries[args.query].to_dict(), "token": args.token,
-                   "convention": "support = Corr (positive = supports); bif = -Cov (negative = supports)",
-                   "request": run.request, "rows": rows}, out, indent=1, default=float)
-    else:
-        w = csv.DictWriter(out, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    if args.out:
-        out.close()
-        print(f"wrote {len(rows)} rows to {args.out}")
+    token = _positions(args.token)
+    if args.format in ("png", "svg", "html"):
+        from bif import image
+
+        fig, ctx = export.view_figure(run, args.query, args.figure if args.format != "html" else "heatmap", token,
+                                      args.sample)
+        if args.format == "html":
+            data = export.heatmap_html(ctx, fig, run.train_tokens[list(run.train_ids).index(ctx.sample_id)])
+        else:
+            data = image.figure_image(export.captioned(fig, ctx), args.format)
+        if not args.out:
+            out = sys.stdout.buffer
+            out.write(data.encode() if isinstance(data, str) else data)
+            out.flush()
+            return
+        with open(args.out, "w" if isinstance(data, str) else "wb") as f:
+            f.write(data)
+        print(f"wrote {args.out}")
+        return
+    trace, row = run.trace(args.query)
+    rows = export.sample_rows(influence.samples(trace, row, token), run.train_ids, run.train_texts)
+    ctx = export.context(run, args.query, token)
+    text = export.to_json(ctx, rows) if args.format == "json" else export.to_csv(ctx, rows)
+    if not args.out:
+        sys.stdout.write(text)
+        return
+    with open(args.out, "w", newline="", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {len(rows)} rows to {args.out}")
 
 
 def cmd_runs(args) -> None:
@@ -321,14 +341,23 @@ def parser() -> argparse.ArgumentParser:
     add_cli_arguments(r)
     r.set_defaults(fn=cmd_run)
     for name, fn, hlp in (("top", cmd_top, "print the most supporting and opposing samples of a run"),
-                          ("export", cmd_export, "write a run's scores as CSV or JSON")):
+                          ("export", cmd_export,
+                           "write a run's scores (CSV, JSON), its heatmap page (HTML) or a figure (PNG, SVG)")):
         t = sub.add_parser(name, help=hlp)
         t.add_argument("run", help="run key or directory")
         t.add_argument("--query", type=int, default=0)
-        t.add_argument("--token", type=int, help="one completion position instead of the whole completion")
+        t.add_argument("--token", type=int if name == "top" else str,
+                       help="one completion position instead of the whole completion" + ("" if name == "top" else
+                            "; A-B for a span (influence on its summed loss)"))
         t.add_argument("-k", type=int, default=10)
         if name == "export":
-            t.add_argument("--format", choices=("csv", "json"), default="csv")
+            t.add_argument("--format", choices=("csv", "json", "html", "png", "svg"), default="csv",
+                           help="csv/json: every ranked sample's scores; html: the token x token heatmap page; "
+                                "png/svg: a figure (--figure), rendered with kaleido and Chromium")
+            t.add_argument("--figure", choices=("heatmap", "histogram", "trace"), default="heatmap",
+                           help="which figure for png/svg (default: heatmap)")
+            t.add_argument("--sample", type=int, help="training sample (train_id) of the heatmap; default: the most "
+                           "supporting one")
             t.add_argument("--out", help="file (default: stdout)")
         t.set_defaults(fn=fn)
     a = sub.add_parser("ask", help="a new question on a finished run (seconds with stored draws, else replay)")

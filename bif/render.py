@@ -1,4 +1,4 @@
-"""Plotly figures of a run and token labels (used by the app, exports and the CLI). No streamlit import.
+"""Plotly figures of a run and token labels (used by the app, bif.export and the CLI). No streamlit import.
 
 Quantity on screen: "support" = +Corr(ℓ_i, φ) (estimators.py): positive = the training data makes the completion
 more likely (blue), negative = less likely (orange). A loss position p is the loss of predicting token p+1, so its
@@ -83,10 +83,10 @@ def pair_figure(train_tokens: list[str], query_tokens: list[str], scores: Scores
     fig.update_layout(
         title={"text": esc(title), "yref": "container", "y": 0.98, "yanchor": "top"},
         height=min(1400, 170 + 18 * max(len(rows), 4)), margin={"l": 10, "r": 10, "t": 120, "b": 10},
-        xaxis={"title": "completion token (predicted)", "tickvals": list(range(len(cols))), "ticktext": xlab,
-               "side": "top", "tickangle": 0 if len(cols) < 12 else -45},
-        yaxis={"title": "training token (predicted)", "tickvals": list(range(len(rows))), "ticktext": ylab,
-               "autorange": "reversed"}, plot_bgcolor="#fff")
+        xaxis={"title": {"text": "completion token (predicted)", "standoff": 8}, "tickvals": list(range(len(cols))),
+               "ticktext": xlab, "side": "top", "tickangle": 0 if len(cols) < 12 else -45, "automargin": True},
+        yaxis={"title": {"text": "training token (predicted)", "standoff": 8}, "tickvals": list(range(len(rows))),
+               "ticktext": ylab, "autorange": "reversed", "automargin": True}, plot_bgcolor="#fff")
     return fig
 
 
@@ -134,23 +134,3 @@ def trace_curves(sampling_loss: np.ndarray, max_points: int = 400) -> dict[int, 
 def history_curves(history: dict) -> dict[int, tuple[list, list]]:
     """progress.json's {chain: [[step, loss], ...]} -> curves for loss_figure."""
     return {int(c): ([p[0] for p in pts], [p[1] for p in pts]) for c, pts in history.items()}
-
-
-def samples_rows(scores: Scores, train_ids: list[int], texts: list[str]) -> list[dict]:
-    """One dict per scored training sample (for CSV/JSON export), most supporting first."""
-    order = np.argsort(-np.nan_to_num(scores.support, nan=-np.inf), kind="stable")
-    return [{"rank": r + 1, "train_id": int(train_ids[i]), "support": float(scores.support[i]),
-             "support_se": float(scores.support_se[i]), "bif": float(scores.bif[i]), "bif_se": float(scores.bif_se[i]),
-             "p": float(scores.p[i]), "q": float(scores.q[i]), "stands_out": bool(scores.significant[i]),
-             "text": texts[i]} for r, i in enumerate(order)]
-
-
-def tokens_rows(tokens: list[str], scores: Scores, offset: int = 1) -> list[dict]:
-    """One dict per scored token (for export): index, token, support ± SE, BIF, stands out."""
-    out = []
-    for p in range(len(scores.support)):
-        if np.isfinite(scores.support[p]) and p + offset < len(tokens):
-            out.append({"token_index": p + offset, "token": tokens[p + offset], "support": float(scores.support[p]),
-                        "support_se": float(scores.support_se[p]), "bif": float(scores.bif[p]),
-                        "stands_out": bool(scores.significant[p])})
-    return out

@@ -26,9 +26,10 @@ def test_run_top_export_delete(tiny_lm, tiny_corpus, tmp_path):
     out = tmp_path / "s.csv"
     assert cli("export", key, "--format", "csv", "--out", str(out), cache=tmp_path).returncode == 0
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 40 and {"support", "support_se", "bif", "significant", "text"} <= set(rows[0])
+    assert len(rows) == 40 and {"support", "support_se", "bif", "stands_out", "text"} <= set(rows[0])
+    assert rows[0]["run_key"] == key and rows[0]["prompt"] == PROMPT and rows[0]["completion"] == " 7"
     j = json.loads(cli("export", key, "--format", "json", cache=tmp_path).stdout)
-    assert j["request"]["config"]["draws"] == 12 and len(j["rows"]) == 40
+    assert j["context"]["settings"]["draws"] == 12 and len(j["rows"]) == 40
     assert key in cli("runs", cache=tmp_path).stdout
     v = cli("verify", cache=tmp_path)
     assert v.returncode == 0 and f"{key}  intact" in v.stdout

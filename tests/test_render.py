@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from bif import render
+from bif import export, render
 from views.ui import html as ui
 from bif.core.estimators import Scores
 
@@ -47,7 +47,7 @@ def test_scores_within_the_noise_are_drawn_faint():
 def test_support_is_plus_corr_and_minus_bif():
     s = scores([0.3, -0.2])
     assert np.all(np.sign(s.support) == -np.sign(s.bif))
-    rows = render.samples_rows(s, [10, 11], ["a", "b"])
+    rows = export.sample_rows(s, [10, 11], ["a", "b"])
     assert [r["train_id"] for r in rows] == [10, 11] and rows[0]["support"] == 0.3 and rows[0]["bif"] == -0.3
 
 
@@ -95,4 +95,4 @@ def test_other_figures():
     curves = render.history_curves({"0": [[1, 5.0], [6, 4.0]]})
     assert curves == {0: ([1, 6], [5.0, 4.0])}
     assert "blue" in ui.legend_html(0.2) and "orange" in ui.legend_html(0.2)
-    assert render.tokens_rows(["a", "b", "c"], scores([np.nan, 0.4]))[0]["token"] == "c"
+    assert export.token_rows(["a", "b", "c"], scores([np.nan, 0.4]))[0]["token"] == "c"

@@ -6,9 +6,9 @@ import math
 
 import streamlit as st
 
-from bif import render
+from bif import export, render
 from bif.core import diagnostics
-from views import common
+from views import common, exports
 
 EXPLAIN = """
 The scores come from a random walk over the model's weights (SGLD, in several independent **chains**). They mean
@@ -72,6 +72,7 @@ def main() -> None:
     fig = render.loss_figure(render.trace_curves(run.sampling_loss), burn_in=cfg.burn_in,
                              total_steps=cfg.steps_per_chain, init_loss=d.init_loss)
     st.plotly_chart(fig, key="trace", width="stretch")
+    exports.figure_buttons(fig, f"bif_sampling_loss_{run.key}", export.context(run, 0), key="trace-image")
     st.caption(f"{cfg.chains} chains × {cfg.steps_per_chain} SGLD steps; a draw is kept every {cfg.steps_between} "
                f"step(s) after the first {cfg.burn_in}.")
 

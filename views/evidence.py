@@ -11,7 +11,7 @@ import streamlit as st
 
 from bif.evaluation import figures
 from bif.evaluation.report import EVAL_JSON, SWEEP_JSON, load_results
-from views import common
+from views import common, exports
 
 RESULTS = os.environ.get("BIF_RESULTS", "results")
 COMMAND = "python -m bif.evaluation --out results/"
@@ -60,7 +60,7 @@ def evaluation_section(res: dict) -> None:
     st.caption(f"{s['subsets']} random half-subsets of the {b['n_train']}-conversation benchmark set, each retrained "
                f"with the same recipe (seeds {s['seeds']}); {b['n_queries']} paraphrase queries. "
                f"Error bars: 95 % bootstrap interval over subsets. Computed {res['created']}.")
-    st.plotly_chart(figures.lds_bars(res), width="stretch")
+    exports.chart(figures.lds_bars(res), "bif_evidence_lds")
     st.dataframe(_table(res), hide_index=True, width="stretch")
     with st.expander("Sign convention and what each method computed"):
         st.text(res["convention"])
@@ -75,16 +75,16 @@ def evaluation_section(res: dict) -> None:
     m = c1.selectbox("Method", range(len(labels)), format_func=lambda i: labels[i])
     queries = res["queries"]
     q = c2.selectbox("Query", range(len(queries)), format_func=lambda i: queries[i]["prompt"].replace("\n", " ⏎ "))
-    st.plotly_chart(figures.predicted_vs_actual(res, m, q), width="stretch")
+    exports.chart(figures.predicted_vs_actual(res, m, q), f"bif_evidence_predicted_m{m}_q{q}")
     st.caption("Completion (the source conversation's answer) and the source training text:")
     st.text(queries[q]["completion"].strip())
     st.text(queries[q]["source_text"])
 
     st.subheader("Known-source retrieval")
     st.caption("Each query paraphrases one training conversation; how high does each method rank it?")
-    st.plotly_chart(figures.retrieval_bars(res), width="stretch")
+    exports.chart(figures.retrieval_bars(res), "bif_evidence_retrieval")
     st.subheader("Wall time")
-    st.plotly_chart(figures.time_bars(res), width="stretch")
+    exports.chart(figures.time_bars(res), "bif_evidence_time")
 
 
 def sweep_section(sw: dict) -> None:
@@ -92,7 +92,7 @@ def sweep_section(sw: dict) -> None:
     st.caption(sw["description"])
     metric = st.radio("Show", ["mrr", "jaccard", "lds"], horizontal=True,
                       format_func={"mrr": "source MRR", "jaccard": "flagged-set Jaccard", "lds": "LDS"}.get)
-    st.plotly_chart(figures.frontier(sw, metric), width="stretch")
+    exports.chart(figures.frontier(sw, metric), f"bif_evidence_frontier_{metric}")
     st.dataframe(pd.DataFrame([{
         "setting": r["setting"], "chains × draws": f"{r['chains']} × {r['draws']}", "cost (s)": round(r["cost_s"]),
         "MRR seed 0": _fmt(r["mrr"][0]), "MRR seed 1": _fmt(r["mrr"][1]), "flagged/query": _fmt(r["flagged"], 1),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from bif import render
+from bif.export import context as export_context
 from bif.core import findings
-from views import ask, common, grow, provisional, rankall
+from views import ask, common, exports, grow, provisional, rankall
 from views.ui import html as ui, pick
 
 EXPLAIN = """
@@ -197,6 +196,8 @@ def sample_section(run, rid, q, tokens, token, srow, sid, listed, what):
     fig = render.pair_figure(run.train_tokens[srow], tokens, pair, title=f"Training sample #{sid}: its tokens × "
                              "completion tokens", vmax=shared)
     st.plotly_chart(fig, key="pair", width="stretch")
+    exports.figure_buttons(fig, f"bif_heatmap_{run.key}_{sid}", export_context(run, q, token, sample=sid),
+                           key="heatmap-image")
     tt = common.train_token_scores(run, rid, q, srow, token)
     st.html(ui.page_html(ui.tokens_html(run.train_tokens[srow], tt, carriers=findings.carriers(tt))))
     st.caption(f"One colour scale for this heatmap and those of all listed samples: full colour = ±{shared:.3f}, so "
@@ -243,9 +244,10 @@ def main() -> None:
     by = completion_section(run, rid, q, tokens, positions, sel, srow, sid)
     listed = ranking_section(run, rid, q, token, scores, what, sid)
     fig = sample_section(run, rid, q, tokens, token, srow, sid, listed, what)
-    st.plotly_chart(render.histogram_figure(scores.support, float(scores.support[srow]),
-                                            title=f"Support of every ranked training sample for {what}"),
-                    key="hist", width="stretch")
+    hist = render.histogram_figure(scores.support, float(scores.support[srow]),
+                                   title=f"Support of every ranked training sample for {what}")
+    st.plotly_chart(hist, key="hist", width="stretch")
+    exports.figure_buttons(hist, f"bif_histogram_{run.key}", export_context(run, q, token), key="hist-image")
     notes(run)
     shown = {"run": run.key, "q": q, "token": sel[0] if sel and sel[0] == sel[1] else None,
              "span": f"{sel[0]}-{sel[1]}" if sel and sel[0] != sel[1] else None, "sample": sid,
@@ -272,18 +274,6 @@ def export(run, shown, srow, scores, fig) -> None:
     st.subheader("Share and export")
     st.markdown("Link to this exact view (run, query, token, sample, colouring):")
     st.code(common.share_link(**shown), language=None)
-    rows = render.samples_rows(scores, run.train_ids, run.train_texts)
-    meta = {"run": run.key, "query": run.queries[shown["q"]].to_dict(), "query_index": shown["q"],
-            "token_position": shown["token"], "quantity": render.QUANTITY, "sample": shown["sample"]}
-    c1, c2, c3 = st.columns(3)
-    c1.download_button("Ranking as CSV", lambda: pd.DataFrame(rows).to_csv(index=False), "bif_ranking.csv",
-                       "text/csv", on_click="ignore", help="Every ranked sample with support ± SE, BIF, p, q.")
-    c2.download_button("View as JSON", lambda: json.dumps({**meta, "samples": rows}, indent=1), "bif_view.json",
-                       "application/json", on_click="ignore", help="The same table plus what the view shows.")
-    c3.download_button("Heatmap as HTML", lambda: fig.to_html(include_plotlyjs=True), "bif_heatmap.html",
-                       "text/html", on_click="ignore",
-                       help="An interactive page that opens offline. (PNG export needs the kaleido package, which "
-                            "is not installed here.)")
-
+    exports.view_downloads(run, shown["q"], common.positions(common.selection()), shown["sample"], scores, fig)
 
 main()

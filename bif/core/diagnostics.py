@@ -1,7 +1,7 @@
 """Diagnostics of a run (docs/method.md §5): stationarity of the sampling loss, R-hat, bulk/tail ESS, LLC.
 
-R-hat, ESS and MCSE are those of Vehtari et al. (2021), computed by arviz-stats (ArviZ's numpy implementation of that paper); the thresholds applied are the paper's
-(RHAT_MAX, ESS_MIN_PER_CHAIN).
+R-hat, ESS and MCSE are those of Vehtari et al. (2021), computed by arviz-stats (ArviZ's numpy implementation of
+that paper); the thresholds applied are the paper's (RHAT_MAX, ESS_MIN_PER_CHAIN).
 
 A sampling loss that keeps drifting makes every covariance share the drift, so rankings become meaningless;
 `diagnose` says so in words, with what to change.
