@@ -367,11 +367,23 @@ def estimate_cost(request: dict, n_train: int, mean_tokens: float) -> dict:
     sampling = cfg.chains * cfg.steps_per_chain * t_step
     scoring = cfg.chains * cfg.draws * scored * t_fwd
     procs = request.get("procs") or default_procs(request)  # chains run side by side, one process per core
-    return {"seconds": WORKER_START_S + (sampling + scoring) / procs, "sampling_s": sampling, "scoring_s": scoring,
-            "n_scored": n_scored, "steps": cfg.chains * cfg.steps_per_chain, "draws": cfg.chains * cfg.draws,
-            "processes": procs,
-            "note": f"Rough estimate for {procs} single-threaded CPU process(es); the live ETA during the run is "
-                    "more reliable."}
+    slow = load_slowdown(procs)
+    return {"seconds": WORKER_START_S + (sampling + scoring) / procs * slow, "sampling_s": sampling,
+            "scoring_s": scoring, "n_scored": n_scored, "steps": cfg.chains * cfg.steps_per_chain,
+            "draws": cfg.chains * cfg.draws, "processes": procs, "load_slowdown": slow,
+            "note": f"Rough estimate for {procs} single-threaded CPU process(es)"
+                    + (f", {slow:.1f}x slower for the machine's current load" if slow > 1 else "")
+                    + "; once the run starts, the job panel's estimate comes from its own measured speed."}
+
+
+def load_slowdown(procs: int) -> float:
+    """How much slower `procs` new single-threaded processes run for the machine's load now: (load + procs) / cores
+    when that exceeds 1 (the cores are shared), else 1."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1.0
+    return max(1.0, (load + procs) / (os.cpu_count() or 1))
 
 
 def format_seconds(s: float | None) -> str:

@@ -202,10 +202,13 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
             return open_run(run_dir, verify=dist.is_main)
         plan = distributed.make_plan(config.chains, dist.world, scale.chain_groups)
         _check_memory(prep, config, scale, dist, plan, device, run_dir)
+        clock = Clock()
         if not dist.all_ok((run_dir / "init.safetensors").exists()):  # written last: on resume all are there
             observed = {"train": prep.scored, "query": prep.queries}
+            t0 = time.perf_counter()
             init = distributed.score_at_w_star(dist, prep.loaded.model, lm_token_loss, observed,
                                                config.score_batch_size, device, run_dir)
+            clock.prior_s = (time.perf_counter() - t0) * dist.world  # one scoring pass, shared by the W processes
             if dist.is_main:
                 _write_inputs(run_dir, prep, init)
         dist.barrier()
@@ -214,7 +217,7 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
             if plan.group_size == 1 else None  # a run that grows continues the chains of a shorter one
         if prefix is not None and dist.is_main:
             grow.record_prefix(run_dir, prefix)
-        _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress, keep, prefix)
+        _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress, keep, prefix, clock)
         dist.barrier()
         if plan.group_size > 1:
             _merge_chains(run_dir, prep, config, dist, plan, device)
@@ -274,7 +277,7 @@ def _draws_decision(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist:
 
 def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale: ScaleOptions,
                    dist: distributed.Dist, plan: distributed.Plan, device, progress: Progress | None,
-                   keep_draws: bool = False, prefix: grow.Prefix | None = None) -> None:
+                   keep_draws: bool = False, prefix: grow.Prefix | None = None, clock: "Clock | None" = None) -> None:
     """This process's chains (all of them in a single process), streamed to chain files or shard files; with
     keep_draws, the sampled parameters too (bif.core.draws; written by the first rank of each chain's group).
 
@@ -288,6 +291,9 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
     batches = {k: distributed.shard_rows(ex, config.score_batch_size, index, count) for k, ex in observed.items()}
     rows = {k: torch.cat(b) if b else torch.zeros(0, dtype=torch.long) for k, b in batches.items()}
     mine = plan.chains_of(dist.rank)
+    clock = clock or Clock()
+    if clock.prior_s is not None:
+        clock.prior_s /= count  # a draw's scoring is shared by the `count` ranks of the chain's group
     n_sampled = sum(p.numel() for _, p in select_parameters(lm, config.param_patterns))
     keep_state = index == 0 and decide_keep("auto", state_bytes(n_sampled, config.chains,
                                                                 config.preconditioner == "rmsprop"), run_dir).keep
@@ -308,7 +314,10 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
         draws = DrawWriter(run_dir / draws_name(c), select_parameters(lm, config.param_patterns), config.draws,
                            config.draws_dtype) if keep_draws and index == 0 else None
 
+        clock.start_chain()
+
         def record(draw: int) -> None:
+            t0 = time.perf_counter()
             if draws is not None:
                 draws.write(draw)
             for k, ex in observed.items():
@@ -318,6 +327,7 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
                     losses = distributed.score_batches(lm, lm_token_loss, ex, batches[k], device, autocast)
                 writer.write(k, draw, losses)
             writer.commit(draw + 1)  # after every set's data: a reader of the partial chain sees whole draws
+            clock.scored(time.perf_counter() - t0)
 
         def save_end(state) -> None:
             if keep_state:
@@ -328,7 +338,7 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
                 prefix.has_chain(c, draws is not None, config.draws_dtype) else None
             sampling_loss, checksum, seconds = run_chain(
                 lm, lm_token_loss, prep.train_all, config, c, record,
-                _overall(progress, c, config, pos, len(mine)), device, scale, resume=resume, on_end=save_end)
+                _overall(progress, c, config, pos, len(mine), clock), device, scale, resume=resume, on_end=save_end)
         except BaseException as e:
             writer.discard()
             if draws is not None:
@@ -355,20 +365,46 @@ def _merge_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist: d
                                     config.trace_dtype, tolerance)
 
 
+@dataclass
+class Clock:
+    """Where a process's sampling time goes, for an ETA from this run's own speed (docs/method.md §8): SGLD steps
+    and the scoring of kept draws are priced apart, since burn-in steps score nothing and a scored draw can cost
+    several steps. Before a chain's first draw, `prior_s` (the time of the scoring pass at w*) prices a draw."""
+
+    prior_s: float | None = None
+    score_s: float = 0.0  # seconds spent recording draws in the current chain
+    draws: int = 0
+
+    def start_chain(self) -> None:
+        self.score_s, self.draws = 0.0, 0
+
+    def scored(self, seconds: float) -> None:
+        self.score_s += seconds
+        self.draws += 1
+
+    def eta(self, elapsed: float, steps_done: int, remaining_steps: int, remaining_draws: int) -> float:
+        """Seconds left: measured seconds per SGLD step × steps left + seconds per scored draw × draws left."""
+        step_s = max(elapsed - self.score_s, 0.0) / max(steps_done, 1)
+        draw_s = self.score_s / self.draws if self.draws else (self.prior_s or 0.0)
+        return step_s * remaining_steps + draw_s * remaining_draws
+
+
 def _overall(progress: Progress | None, chain: int, config: SamplerConfig, position: int | None = None,
-             count: int | None = None) -> Progress | None:
+             count: int | None = None, clock: Clock | None = None) -> Progress | None:
     """Wrap a progress callback to add the whole run's fraction and ETA (of this process's `count` chains)."""
     if progress is None:
         return None
-    S = config.steps_per_chain
+    S, D = config.steps_per_chain, config.draws
     position = chain if position is None else position
     count = config.chains if count is None else count
+    clock = clock or Clock()
 
     def report(ev: dict) -> None:
         done = position * S + ev["step"]
-        total = count * S
-        rate = ev["elapsed_s"] / max(ev["step"] - ev.get("first_step", 0), 1)
-        progress({**ev, "chains": config.chains, "fraction": done / total, "eta_s": rate * (total - done)})
+        later = count - position - 1  # chains of this process after this one
+        eta = clock.eta(ev["elapsed_s"], ev["step"] - ev.get("first_step", 0), later * S + S - ev["step"],
+                        later * D + D - ev["draw"])
+        progress({**ev, "chains": config.chains, "fraction": done / (count * S), "eta_s": eta})
 
     return report
 
