@@ -7,6 +7,8 @@ says so, with the estimate, and the Run page follows the job. Not a page: views/
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import streamlit as st
@@ -16,6 +18,19 @@ from bif.service import jobs
 from bif.store.replay import draws_note, query_method, replay_estimate_s
 from views import common
 from views.ui import html as ui
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def _model(spec: str, root: str, device: str):
+    return bif.load_model(bif.ModelSpec(**json.loads(spec)), root, device=device), threading.Lock()
+
+
+def model_of(run: bif.Run):
+    """(the run's model, loaded once per app process, and the lock that serializes questions on it)."""
+    from bif.core.sampler import resolve_device
+
+    spec = json.dumps(run.request["model"], sort_keys=True)
+    return _model(spec, str(common.cache_root()), str(resolve_device(run.config.device)))
 
 
 @common.callback
@@ -31,7 +46,9 @@ def _ask(run: bif.Run, method: str) -> None:
         st.session_state["ask_result"] = ("replay", None)
         return
     t0 = time.perf_counter()
-    new = bif.add_queries(run, [query], common.cache_root(), method="draws")
+    loaded, lock = model_of(run)
+    with lock:  # one question at a time on the shared model (scoring may put draws into it, then w* again)
+        new = bif.add_queries(run, [query], common.cache_root(), method="draws", loaded=loaded)
     index = next(i for i, q in enumerate(new.queries) if q == query)
     common.set_view(q=index, token=None, sample=None)
     st.session_state["ask_result"] = (new.answered_by(index), time.perf_counter() - t0)
@@ -40,6 +57,8 @@ def _ask(run: bif.Run, method: str) -> None:
 def ask_box(run: bif.Run, q: int) -> None:
     """The box: prompt (the current query's by default) and completion; Enter or the button answers."""
     method = query_method(run)
+    if method == "draws":
+        model_of(run)  # loaded while the user types, so that Enter only scores
     with st.expander("Ask about another completion", expanded=bool(st.session_state.get("ask_result"))):
         done = st.session_state.pop("ask_result", None)
         if done and done[0] == "replay":

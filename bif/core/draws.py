@@ -256,16 +256,25 @@ class DrawApplier:
 
 def score_at_draws(model: torch.nn.Module, loss_fn, examples, chain: ChainDraws, batch_size: int,
                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
-                   applier: DrawApplier | None = None, progress=None, draws: int | None = None) -> torch.Tensor:
+                   applier: DrawApplier | None = None, progress=None, draws: int | None = None,
+                   batched: bool = True) -> torch.Tensor:
     """Per-position losses of `examples` at each of the first `draws` stored draws of one chain: (D, n, P) float32.
 
-    One forward pass per draw (all rows batched by `batch_size`), no SGLD; the model is back at w* afterwards.
-    `progress` gets {"stage": "scoring stored draws", "draw", "draws"} every 10 draws.
+    No SGLD; the model is back at w* afterwards. A language model's few rows (a new query) are scored at several
+    draws per forward pass (bif.core.drawbatch; `batched`), otherwise one forward pass per draw (all rows
+    batched by `batch_size`). `progress` gets {"stage": "scoring stored draws", "draw", "draws"}.
     """
-    from bif.core.examples import score_examples
+    from bif.core.drawbatch import draws_per_pass, lm_losses_at_draws
+    from bif.core.examples import lm_token_loss, score_examples
 
-    applier = applier or DrawApplier(model, chain.names)
     D = chain.written if draws is None else draws
+    if D > chain.written:
+        raise CacheError(f"Draw {D - 1} of {chain.path.name} is not written yet ({chain.written} are).")
+    n_params = sum(int(np.prod(chain.maps[f"delta.{n}"].shape[1:])) for n in chain.names)
+    if batched and loss_fn is lm_token_loss and autocast_dtype is None and \
+            draws_per_pass(len(examples), n_params) > 1 and len(examples) <= batch_size:
+        return lm_losses_at_draws(model, examples, chain, D, device, progress=progress)
+    applier = applier or DrawApplier(model, chain.names)
     out = torch.zeros(D, len(examples), examples.positions, dtype=torch.float32)
     for d in range(D):
         with applier.at(chain, d):

@@ -21,7 +21,7 @@ from bif.core.draws import DRAWS_JSON, ChainDraws, draws_name, open_draws, score
 from bif.errors import BIFError, ConfigError, ReplayMismatch
 from bif.core.examples import lm_token_loss, score_examples
 from bif.core.files import read_json, save_tensors, seal, write_json
-from bif.lm.models import ModelSpec, load_model
+from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.store.runs import Run, _hash, _overall, open_run
 from bif.core.sampler import Progress, resolve_device, sample_chain
 from bif.core.scale import ScaleOptions, apply_weights_dtype
@@ -56,14 +56,15 @@ def replay_estimate_s(run: Run) -> float:
 
 def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",
                 progress: Progress | None = None, tolerance: float = 1e-5,
-                dist: distributed.Dist | None = None, method: str = "auto") -> Run:
+                dist: distributed.Dist | None = None, method: str = "auto", loaded: LoadedModel | None = None) -> Run:
     """New queries on a finished run without re-scoring the training set.
 
     method='draws' scores them at the run's stored draws (one forward pass per draw, no SGLD); 'replay' replays
     every seeded chain, scoring only the new queries, and checks that the replayed sampling losses match the
     stored ones (max relative difference ≤ tolerance; ReplayMismatch if not: other device, other library
     versions, changed model files); 'auto' uses stored draws when the run has them. Returns the run reopened
-    with the new query set appended (its QuerySet.method says which was used).
+    with the new query set appended (its QuerySet.method says which was used). `loaded`: the run's model, already
+    loaded (the app keeps it between questions); it is left at w*.
     Under torchrun every process calls this with the same arguments and handles chains rank, rank + W, ...
     """
     known = {json.dumps(q.to_dict(), sort_keys=True) for q in run.queries}
@@ -75,7 +76,7 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
     config = run.config
     model = ModelSpec(**run.request["model"])
     device = resolve_device(config.device)
-    loaded = load_model(model, cache_root, device=device, progress=progress)
+    loaded = loaded or load_model(model, cache_root, device=device, progress=progress)
     scale = ScaleOptions(**run.request.get("scale", {}))
     apply_weights_dtype(loaded.model, scale)
     if loaded.fingerprint != run.request["fingerprints"]["model"]:
