@@ -103,7 +103,6 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
     from bif.core.estimators import jaccard
     from bif.lm.models import ModelSpec
     from bif.store.runs import compute_run
-    from bif.core.trace import chain_seconds
 
     model = ModelSpec("demo")
     chosen = DEMO_QUERIES[:3] if quick else DEMO_QUERIES
@@ -115,7 +114,7 @@ def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool 
         cfg = preset(preset_name, seed=seed, **(overrides or {}), **({"draws": 20, "burn_in": 10} if quick else {}))
         run = compute_run(model, data, queries, cfg, cache_root)
         runs.append(run)  # cost: the sampling + scoring seconds stored with each chain (also for a cached run)
-        seconds.append(sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains)))
+        seconds.append(run.sampling_seconds)
     rows = []
     for qi, q in enumerate(chosen):
         flagged, ranks, tops = [], [], []
@@ -155,7 +154,6 @@ def mixing_scan(base: str, cache_root: str, n_scored: int = 64) -> list[dict]:
     from bif.core.diagnostics import diagnose
     from bif.lm.models import ModelSpec
     from bif.store.runs import compute_run
-    from bif.core.trace import chain_seconds
 
     queries = [Query(q["prompt"], q["completion"]) for q in DEMO_QUERIES]
     rows = []
@@ -174,7 +172,7 @@ def mixing_scan(base: str, cache_root: str, n_scored: int = 64) -> list[dict]:
         rows.append({"change": over or "none", "n_scored": len(run.train_ids), "verdict": d.verdict,
                      "kept_loss": d.kept_loss, "init_loss": d.init_loss, "ess_per_draw": d.ess_per_draw,
                      "lag1": d.lag1_median, "median_z": float(np.median(zs)), "mrr": float(np.mean(1 / np.array(ranks))),
-                     "seconds": sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains))})
+                     "seconds": run.sampling_seconds})
     return rows
 
 

@@ -105,6 +105,7 @@ def bench_model_dir(out: Path, size: str = "xs") -> Path:
 def processes(quick: bool) -> dict:
     from bif.store.runs import open_run
     from bif.core.trace import chain_seconds
+    from bif.layout import RunFiles, Store
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,11 +128,11 @@ def processes(quick: bool) -> dict:
             wall = time.perf_counter() - t0
             if out.returncode != 0:
                 raise RuntimeError(out.stderr[-3000:])
-            run_dir = next((cache / "runs").iterdir())
+            run_dir = Store(cache).runs()[0].dir
             run = open_run(run_dir)
             traces[(nproc, groups)] = run.train_losses
             rows.append({"processes": nproc, "chain_groups": groups or min(2, nproc), "wall_s": wall,
-                         "chain_s": [chain_seconds(run_dir / f"chain_{c:03d}.safetensors") for c in range(2)],
+                         "chain_s": [chain_seconds(p) for p in RunFiles(run_dir).chains(2)],
                          "n_scored": len(run.train_ids), "draws": draws})
         ref = traces[(1, None)]
         for r, key in zip(rows, traces):
@@ -211,6 +212,7 @@ def synthetic_problem(n: int, positions: int, seed: int = 0):
 def worker_samples(n: int, draws: int, chains: int, positions: int, out_dir: str) -> None:
     """Record a float16 trace of n samples with a cheap loss, then one streaming pass; peak RSS and times."""
     from bif.core import stream
+    from bif.layout import TraceFiles
     from bif.core.config import SamplerConfig
     from bif.core.scale import peak_resident_bytes, resident_bytes
 
@@ -226,7 +228,7 @@ def worker_samples(n: int, draws: int, chains: int, positions: int, out_dir: str
     t0 = time.perf_counter()
     top = stream.samples(trace, 0).top(10)
     t_scores = time.perf_counter() - t0
-    disk = sum(p.stat().st_size for p in Path(out_dir).glob("chain_*.safetensors"))
+    disk = sum(p.stat().st_size for p in TraceFiles(Path(out_dir)).existing_chains())
     print(json.dumps({"n": n, "draws": draws, "chains": chains, "positions": positions, "record_s": t_record,
                       "scores_s": t_scores, "base_rss": base, "peak_rss_record": peak_record,
                       "peak_rss": peak_resident_bytes(), "trace_disk_bytes": disk,

@@ -188,10 +188,11 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
 def _open(args):
     from pathlib import Path
 
+    from bif.layout import Store
     from bif.store.runs import open_run
 
     path = Path(args.run)
-    return open_run(path if path.is_dir() else Path(args.cache) / "runs" / args.run)
+    return open_run(path if path.is_dir() else Store(args.cache).run(args.run).dir)
 
 
 def cmd_top(args) -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import bif
-from bif.core.draws import (ChainDraws, DrawApplier, DrawWriter, GiB, decide_keep, draws_bytes, draws_name,
-                            open_draws)
+from bif.core.draws import ChainDraws, DrawApplier, DrawWriter, GiB, decide_keep, draws_bytes, open_draws
+from bif.layout import draws_name
 from bif.core.influence import samples
 from bif.errors import CacheError, ConfigError
 

@@ -10,7 +10,7 @@ import bif
 from bif.core.chainstate import load_state, save_state
 from bif.core.sampler import run_chain
 from bif.errors import ConfigError
-from bif.store.grow import state_name
+from bif.layout import state_name
 
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
 

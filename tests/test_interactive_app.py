@@ -10,7 +10,7 @@ import numpy as np
 import bif
 from bif.core.trace import open_chain
 from bif.service import jobs
-from bif.store.grow import GROWS_FROM
+from bif.layout import GROWS_FROM
 from tests.test_app import app, html
 
 

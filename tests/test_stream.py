@@ -120,3 +120,24 @@ def test_a_trace_larger_than_the_memory_budget_is_recorded_and_scored_within_it(
     assert r["after"] - r["before"] < budget, f"peak RSS grew by {(r['after'] - r['before']) / 2**20:.0f} MiB"
     assert r["finite"] and len(r["top"]) > 0
     assert len(list((tmp_path / "trace").glob("chain_*.safetensors"))) == 2
+
+
+def test_record_resumes_only_chains_recorded_with_the_same_settings_and_shapes(tmp_path):
+    from bif.errors import CacheError, ConfigError
+    from tests.test_sampler import Linear, linear_problem, squared_loss
+
+    _, _, ex = linear_problem(n=12)
+    cfg = bif.SamplerConfig(step_size=1e-3, nbeta=20.0, gamma=5.0, chains=2, draws=10, burn_in=2, steps_between=1,
+                            batch_size=4, device="cpu")
+    first = stream.record(Linear(3), squared_loss, ex, {"train": ex}, cfg, tmp_path)
+    stamps = [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("*.safetensors"))]
+    again = stream.record(Linear(3), squared_loss, ex, {"train": ex}, cfg.replace(score_batch_size=3), tmp_path)
+    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("*.safetensors"))] == stamps, "resumed, not redone"
+    np.testing.assert_array_equal(np.asarray(again.losses["train"]), np.asarray(first.losses["train"]))
+    with pytest.raises(ConfigError, match="step_size"):
+        stream.record(Linear(3), squared_loss, ex, {"train": ex}, cfg.replace(step_size=2e-3), tmp_path)
+    with pytest.raises(CacheError, match=r"shape \(10, 12, 1\).*\(10, 5, 1\)"):
+        stream.record(Linear(3), squared_loss, ex, {"train": ex.subset(list(range(5)))}, cfg, tmp_path)
+    (tmp_path / "config.json").unlink()  # a directory from before config.json was checked: shapes still are
+    with pytest.raises(CacheError, match="shape"):
+        stream.record(Linear(3), squared_loss, ex, {"train": ex.subset(list(range(5)))}, cfg, tmp_path)

@@ -17,6 +17,7 @@ import streamlit as st
 
 import bif
 from bif.core import influence
+from bif.layout import RunFiles, Store
 from bif.service import jobs
 
 log = logging.getLogger("bif.app")
@@ -103,12 +104,15 @@ def share_link(**values) -> str:
 # ---------------------------------------------------------------------------------------------------- runs
 
 
+def store() -> Store:
+    """The cache (bif.layout.Store) at cache_root()."""
+    return Store(cache_root())
+
+
 def run_signature(d: Path) -> str:
     """Changes when a run is completed, gains a query set or ranks its other training texts (so the cached Run
     object is refreshed)."""
-    from bif.store.rank import ranked_dir
-
-    marks = [d / "COMPLETE", *sorted(d.glob("queries/*/COMPLETE")), ranked_dir(d) / "COMPLETE"]
+    marks = RunFiles(Path(d)).markers()
     return ";".join(f"{m.parent.name}:{m.stat().st_mtime_ns}" for m in marks if m.exists())
 
 
@@ -119,8 +123,9 @@ def _open_run(path: str, signature: str) -> bif.Run:
 
 def open_run(key: str) -> bif.Run:
     """The finished run `key` (opened once per change, then shared). BIFError if missing or incomplete."""
-    d = cache_root() / "runs" / key
-    if not (d / "request.json").exists():
+    files = store().run(key)
+    d = files.dir
+    if not files.request.exists():
         raise bif.BIFError(f"Run {key!r} is not in the cache ({cache_root()}). Pick one on the Runs page.")
     return _open_run(str(d.resolve()), run_signature(d))
 
@@ -209,8 +214,8 @@ def diagnosis(_run: bif.Run, rid: str) -> bif.Diagnosis:
 
 
 def run_request(key: str) -> dict | None:
-    """A run's request.json (what was asked), or None."""
-    return _read_request(str(cache_root().resolve() / "runs" / key / "request.json"))
+    """A run's request (what was asked, as stored with it), or None."""
+    return _read_request(str(Store(cache_root().resolve()).run(key).request))
 
 
 @st.cache_data(ttl=5, show_spinner=False)

@@ -52,7 +52,7 @@ def current() -> tuple[bif.Run, int] | None:
     s = live_job()
     if s is None:
         return None
-    run_dir = common.cache_root() / "runs" / s["progress"]["run_key"]
+    run_dir = common.store().run(s["progress"]["run_key"]).dir
     sig = signature(run_dir)
     run = _open(str(run_dir), sig)
     banner(s, run)
@@ -86,5 +86,5 @@ def _refresh(job_id: str, sig: str) -> None:
             common.set_view(run=s["result"]["run_key"], q=s["result"]["query"], token=None, span=None, sample=None)
         st.rerun(scope="app")
     key = s["progress"].get("run_key")
-    if key and signature(common.cache_root() / "runs" / key) != sig:
+    if key and signature(common.store().run(key).dir) != sig:
         st.rerun(scope="app")

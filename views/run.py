@@ -12,6 +12,7 @@ import bif
 from bif.store import catalog
 from bif.service import jobs
 from bif.core.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES
+from bif.layout import BUILD_INFO, model_config
 from views import common, jobview
 
 MODELS = {"demo": "Demo: tiny Llama trained on chatterbot conversations", "smollm2": "SmolLM2-135M-Instruct",
@@ -55,16 +56,15 @@ def demo_built() -> bool:
     """Whether the demo model is already trained (else the first run or generation trains it: minutes)."""
     try:
         from bif.lm.builtin import demo_model_path
-        return (demo_model_path(common.cache_root()) / "build_info.json").is_file()
+        return (demo_model_path(common.cache_root()) / BUILD_INFO).is_file()
     except (ImportError, AttributeError):
         return True
 
 
 def save_upload(upload) -> str:
     data = upload.getvalue()
-    d = common.cache_root() / "uploads"
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / (hashlib.sha256(data).hexdigest()[:16] + Path(upload.name).suffix.lower())
+    path = common.store().upload(hashlib.sha256(data).hexdigest()[:16], Path(upload.name).suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_bytes(data)
     return str(path.resolve())
@@ -99,7 +99,7 @@ def model_section() -> bif.ModelSpec:
     folder = Path(path.strip()).expanduser().resolve()
     if not folder.is_dir():
         raise bif.BIFError(f"There is no folder {str(folder)!r} on this machine. Type the path of a model directory.")
-    if not (folder / "config.json").is_file():
+    if not model_config(folder).is_file():
         raise bif.BIFError(f"{str(folder)!r} has no config.json: it is not a transformers model directory "
                            "(one saved with save_pretrained).")
     return bif.ModelSpec(str(folder))

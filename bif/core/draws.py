@@ -28,17 +28,12 @@ import torch
 from bif.core.config import DRAWS_DTYPES, KEEP_DRAWS
 from bif.core.files import close_into_place
 from bif.errors import CacheError, ConfigError
+from bif.layout import RunFiles
 
 _TORCH = {"float16": (torch.float16, "F16"), "bfloat16": (torch.bfloat16, "BF16"), "float32": (torch.float32, "F32")}
 DRAW_DTYPES = {k: _TORCH[k] for k in DRAWS_DTYPES}
 _ST_NUMPY = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16, "I64": np.int64}
 GiB = 1 << 30
-DRAWS_JSON = "draws.json"  # in a run folder: whether it stores its draws, their size, dtype, parameters, and why
-
-
-def draws_name(chain: int) -> str:
-    """The file of chain `chain`'s stored draws inside a run folder."""
-    return f"draws_{chain:03d}.safetensors"
 
 
 def draws_budget() -> int:
@@ -101,7 +96,7 @@ class DrawWriter:
     """One chain's stored draws, written draw by draw into a preallocated file (`<path>.partial` until `finish`).
 
     Args:
-        path: the final file (run_dir / draws_name(chain)).
+        path: the final file (bif.layout.RunFiles.draws(chain)).
         named: the sampled (name, parameter) pairs, the model at w* (their values now are taken as w*).
         draws: kept draws of the chain.
         dtype: 'float16', 'bfloat16' or 'float32' storage of the deltas.
@@ -213,7 +208,7 @@ class ChainDraws:
 
 def open_draws(run_dir: Path, chains: int) -> list[ChainDraws] | None:
     """The finished stored draws of every chain of a run, or None when the run has none (or not for every chain)."""
-    paths = [Path(run_dir) / draws_name(c) for c in range(chains)]
+    paths = [RunFiles(Path(run_dir)).draws(c) for c in range(chains)]
     if not all(p.exists() for p in paths):
         return None
     return [ChainDraws(p) for p in paths]

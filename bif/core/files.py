@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from bif.layout import COMPLETE, VERIFIED
+
 
 def write_json(path: Path, obj) -> None:
     """Write obj as JSON atomically (a temp file named by pid, then rename): readers never see half a file."""
@@ -45,7 +47,6 @@ def read_json(path: Path) -> dict | None:
 
 # ------------------------------------------------------------------------ checksums of finished runs (COMPLETE)
 
-VERIFIED = "VERIFIED"  # {name: [size, mtime_ns, sha256]} of the files last found intact
 RACY_S = 2.0  # files modified more recently than this are not recorded in VERIFIED
 
 def sha256(path: Path) -> str:
@@ -58,7 +59,7 @@ def sha256(path: Path) -> str:
 
 def seal(folder: Path, names: list[str]) -> None:
     """Write folder/COMPLETE last: {name: sha256} of the given files. Its presence marks the folder finished."""
-    write_json(folder / "COMPLETE", {n: sha256(folder / n) for n in names})
+    write_json(folder / COMPLETE, {n: sha256(folder / n) for n in names})
 
 
 def changed_files(folder: Path, rehash: bool = False) -> list[str]:
@@ -71,9 +72,9 @@ def changed_files(folder: Path, rehash: bool = False) -> list[str]:
     and mtime is only caught with `rehash`.
     A COMPLETE that is missing or unreadable is itself reported as changed: nothing it sealed can be trusted.
     """
-    sums = read_json(folder / "COMPLETE")
+    sums = read_json(folder / COMPLETE)
     if not isinstance(sums, dict):
-        return ["COMPLETE"]
+        return [COMPLETE]
     known = {} if rehash else (read_json(folder / VERIFIED) or {})
     bad, seen = [], {}
     for name, digest in sums.items():

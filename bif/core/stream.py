@@ -8,7 +8,6 @@ of draws once and keeping only per-batch sums: memory O(K·n) for K ≈ C·√D 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -16,31 +15,36 @@ import numpy as np
 import torch
 
 from bif.core.config import SamplerConfig
-from bif.errors import CacheError
+from bif.errors import CacheError, ConfigError
 from bif.core.estimators import Scores, _batches, from_moments
 from bif.core.examples import Examples, LossFn, score_examples
+from bif.core.files import read_json, write_json
 from bif.core.sampler import Progress, resolve_device, run_chain
 from bif.core.trace import ChainStack, ChainWriter, LossTrace, open_chain
+from bif.layout import TraceFiles
 
 BLOCK_BYTES = 1 << 25  # bytes of stored losses read per block (32 MiB)
 
 
 def record(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],
            config: SamplerConfig, directory: str | Path, progress: Progress | None = None, scale=None) -> LossTrace:
-    """Sample like `bif.sample`, writing every chain to `directory/chain_XXX.safetensors` as it is produced.
+    """Sample like `bif.sample`, writing every chain to `directory` (bif.layout.TraceFiles) as it is produced.
 
-    Finished chain files are reused (resume chain by chain). Returns a LossTrace whose losses are ChainStacks
+    Finished chain files are reused (resume chain by chain) when the directory was recorded with the same
+    settings and its chain files have this call's shapes; otherwise ConfigError (other settings) or CacheError
+    (other shapes): use another directory or delete it. Returns a LossTrace whose losses are ChainStacks
     (memory-mapped; masks and losses at w* in memory). Host memory: the model, the observed inputs and one draw
     of losses; the trace grows on disk only.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    files = TraceFiles(Path(directory))
+    files.dir.mkdir(parents=True, exist_ok=True)
+    _check_resumable(files, observed, config)
     device = resolve_device(config.device)
     model.to(device)
     autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
-    (directory / "config.json").write_text(json.dumps(config.to_dict()))
+    write_json(files.config, config.to_dict())
     for c in range(config.chains):
-        path = directory / f"chain_{c:03d}.safetensors"
+        path = files.chain(c)
         if path.exists():
             continue
         writer = ChainWriter(path, {k: (config.draws, len(ex), ex.positions) for k, ex in observed.items()},
@@ -58,13 +62,46 @@ def record(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: d
         writer.finish(sampling_loss, seconds)
     init = {k: score_examples(model, loss_fn, ex, config.score_batch_size, device).cpu().numpy()
             for k, ex in observed.items()}
-    return open_trace(directory, {k: ex.mask.numpy() for k, ex in observed.items()}, init)
+    return open_trace(files.dir, {k: ex.mask.numpy() for k, ex in observed.items()}, init)
+
+
+def _recorded_as(config: SamplerConfig) -> dict:
+    """The settings that shape a recorded chain file's numbers (not how fast it was computed)."""
+    return {**config.sampling_key(), "score_dtype": config.score_dtype, "trace_dtype": config.trace_dtype}
+
+
+def _check_resumable(files: TraceFiles, observed: dict[str, Examples], config: SamplerConfig) -> None:
+    """Refuse to resume a directory whose chains were recorded with other settings or other shapes."""
+    chains = files.existing_chains()
+    if not chains:
+        return
+    stored = read_json(files.config)
+    if stored is not None:
+        try:
+            before = _recorded_as(SamplerConfig.from_dict(stored))
+        except (ConfigError, TypeError):
+            before = None
+        now = _recorded_as(config)
+        if before != now:
+            changed = sorted(k for k in now if before is None or before.get(k) != now[k])
+            raise ConfigError(f"{files.dir} holds chains recorded with other settings ({', '.join(changed)} "
+                              "differ). Record into another directory, or delete it to start again.")
+    for path in chains:
+        t = open_chain(path)
+        for k, ex in observed.items():
+            want = (config.draws, len(ex), ex.positions)
+            got = tuple(t[f"losses.{k}"].shape) if f"losses.{k}" in t else None
+            if got != want:
+                raise CacheError(f"{path} holds {k!r} losses of shape {got}, this call records {want}. Record into "
+                                 "another directory, or delete it to start again.")
+        if "sampling_loss" not in t or t["sampling_loss"].shape != (config.steps_per_chain,):
+            raise CacheError(f"{path} has another number of SGLD steps. Record into another directory, or delete it.")
 
 
 def open_trace(directory: str | Path, masks: dict[str, np.ndarray], init: dict[str, np.ndarray] | None = None,
                ) -> LossTrace:
     """The chain files of a directory as a LossTrace of memory-mapped ChainStacks."""
-    paths = sorted(Path(directory).glob("chain_*.safetensors"))
+    paths = TraceFiles(Path(directory)).existing_chains()
     if not paths:
         raise CacheError(f"No chain files in {directory}.")
     maps = [open_chain(p) for p in paths]

@@ -2,8 +2,8 @@
 
 Layout: `losses[name]` (C, D, n, P) float32/float16, `masks[name]` (n, P) bool, `init[name]` (n, P) losses at w*,
 `sampling_loss` (C, S) float64. Stored as one safetensors file per chain (so a run resumes chain by chain) with
-the arguments as JSON beside them. `ChainWriter` writes a chain file draw by draw through a memory map (a trace
-is never whole in memory while it is produced); `open_chain` and `ChainStack` read it back lazily.
+the arguments as JSON beside them. `ChainWriter` writes a chain file draw by draw with positioned writes (a
+trace is never whole in memory while it is produced); `open_chain` and `ChainStack` read it back lazily.
 """
 
 from __future__ import annotations

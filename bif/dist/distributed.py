@@ -34,6 +34,7 @@ from filelock import FileLock
 from bif.errors import BIFError, CacheError, ConfigError
 from bif.core.examples import Examples, LossFn, call_loss
 from bif.core.trace import ChainWriter, chain_seconds, open_chain, read_draws
+from bif.layout import RunFiles
 
 log = logging.getLogger("bif")
 
@@ -184,7 +185,8 @@ def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observe
 
     if dist.world == 1:
         return {k: score_examples(model, loss_fn, ex, batch_size, device).cpu() for k, ex in observed.items()}
-    part = Path(run_dir) / "parts" / f"init.rank-{dist.rank}-of-{dist.world}.safetensors"
+    files = RunFiles(Path(run_dir))
+    part = files.init_part(dist.rank, dist.world)
     part.parent.mkdir(parents=True, exist_ok=True)
     mine = {}
     for k, ex in observed.items():
@@ -197,7 +199,7 @@ def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observe
     if not dist.is_main:
         return None
     out = {k: torch.zeros(len(ex), ex.positions, dtype=torch.float32) for k, ex in observed.items()}
-    parts = [part.with_name(f"init.rank-{r}-of-{dist.world}.safetensors") for r in range(dist.world)]
+    parts = [files.init_part(r, dist.world) for r in range(dist.world)]
     for path in parts:
         t = load_file(str(path))
         for k in observed:
@@ -208,7 +210,7 @@ def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observe
 
 
 def part_path(run_dir: Path, chain: int, index: int, count: int) -> Path:
-    return Path(run_dir) / "parts" / f"chain_{chain:03d}.shard-{index}-of-{count}.safetensors"
+    return RunFiles(Path(run_dir)).part(chain, index, count)
 
 
 def part_writer(run_dir: Path, chain: int, index: int, count: int, rows: dict[str, torch.Tensor],
@@ -254,8 +256,8 @@ def merge_chain(run_dir: Path, chain: int, count: int, sizes: dict[str, tuple[in
                     "compute identically: same hardware and library versions, deterministic kernels. Delete "
                     f"{paths[0].parent} and rerun, or use chain_groups equal to the number of chains.")
     seconds = max(chain_seconds(p) for p in paths)
-    out = ChainWriter(Path(run_dir) / f"chain_{chain:03d}.safetensors", {k: (draws, n, P) for k, (n, P) in
-                                                                           sizes.items()}, steps, dtype)
+    out = ChainWriter(RunFiles(Path(run_dir)).chain(chain), {k: (draws, n, P) for k, (n, P) in sizes.items()},
+                      steps, dtype)
     try:
         for k, (n, P) in sizes.items():
             seen = np.zeros(n, dtype=np.int64)

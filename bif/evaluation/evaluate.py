@@ -114,13 +114,7 @@ def bif_run(bench: Benchmark, config: SamplerConfig, cache_root: Path, progress=
 
 def run_seconds(run) -> float:
     """Sampling + scoring seconds of a run, from the chain files (true even when the run was cached)."""
-    from safetensors import safe_open
-
-    total = 0.0
-    for c in range(run.config.chains):
-        with safe_open(str(run.dir / f"chain_{c:03d}.safetensors"), "pt") as f:
-            total += float((f.metadata() or {}).get("seconds", 0.0))
-    return total
+    return run.sampling_seconds
 
 
 def bif_deltas(run, n_queries: int, chains: int | None = None, draws: int | None = None) -> dict:

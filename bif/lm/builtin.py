@@ -25,6 +25,7 @@ from filelock import FileLock
 
 from bif.lm.corpus import demo_texts
 from bif.errors import ModelNotFound
+from bif.layout import BUILD_INFO, Store
 
 Progress = Callable[[dict], None]
 
@@ -212,19 +213,19 @@ def _num_threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def _build_once(final: Path, lock_name: str, build: Callable[[Path], dict]) -> Path:
-    """Returns ``final`` if built, else runs ``build(tmp)`` under a lock and renames ``tmp`` to it."""
-    if (final / "build_info.json").is_file():
+def _build_once(final: Path, lock: Path, build: Callable[[Path], dict]) -> Path:
+    """Returns ``final`` if built, else runs ``build(tmp)`` under the file lock ``lock`` and renames ``tmp`` to it."""
+    if (final / BUILD_INFO).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final.parent / lock_name)):
-        if (final / "build_info.json").is_file():
+    with FileLock(str(lock)):
+        if (final / BUILD_INFO).is_file():
             return final
         tmp, t0 = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent)), time.perf_counter()
         try:
             info = build(tmp)
             info.update(wall_s=round(time.perf_counter() - t0, 1), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-            (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+            (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2))
             if final.exists():
                 shutil.rmtree(final)  # a leftover without build_info.json
             os.replace(tmp, final)
@@ -238,7 +239,7 @@ def demo_model_path(cache_root: str | Path = "cache", seed: int = 0, recipe: Dem
     name = f"demo-s{seed}-v{VERSION}"
     if recipe != DemoRecipe():
         name += "-" + hashlib.sha1(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    return Path(cache_root) / "models" / name
+    return Store(cache_root).model(name)
 
 
 def build_demo_model(cache_root: str | Path = "cache", seed: int = 0, progress: Progress | None = None,
@@ -268,7 +269,7 @@ def build_demo_model(cache_root: str | Path = "cache", seed: int = 0, progress: 
                 "steps": recipe.steps, "final_train_loss": loss, "n_examples": len(texts),
                 "n_params": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
 
-    return _build_once(demo_model_path(cache_root, seed, recipe), "demo.lock", build)
+    return _build_once(demo_model_path(cache_root, seed, recipe), Store(cache_root).model_lock("demo"), build)
 
 
 # ---------------------------------------------------------------------------------------------- SmolLM2
@@ -324,4 +325,5 @@ def build_smollm2(cache_root: str | Path = "cache", progress: Progress | None = 
         return {"kind": "smollm2", "source": str(folder / name), "n_params": model.num_parameters(),
                 "torch": torch.__version__}
 
-    return _build_once(Path(cache_root) / "models" / SMOLLM2_DIR, "smollm2.lock", build)
+    store = Store(cache_root)
+    return _build_once(store.model(SMOLLM2_DIR), store.model_lock("smollm2"), build)

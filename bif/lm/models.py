@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from bif.layout import model_config
 from bif.errors import ModelNotFound
 
 BUILTIN = {"demo": "Demo: tiny Llama (0.8 M params) trained here on chatterbot conversations",
@@ -50,7 +51,7 @@ def model_dir(spec: ModelSpec, cache_root: str | Path = "cache", progress=None) 
         raise ModelNotFound(f"Model directory {str(path)!r} does not exist. Give a local folder saved with "
                             f"save_pretrained (config.json + weights + tokenizer), or one of {sorted(BUILTIN)}. "
                             "Hub names cannot be downloaded here (offline).")
-    if not (path / "config.json").is_file():
+    if not model_config(path).is_file():
         raise ModelNotFound(f"{str(path)!r} has no config.json: it is not a transformers model directory.")
     return path
 

@@ -2,7 +2,7 @@
 
 A job is a directory cache_root/jobs/<id>/ holding
 
-    request.json    what to compute: kind ('run' or 'replay'), model, data, queries, config, cache_root
+    job.json        what to compute: kind ('run' or 'replay'), model, data, queries, config, cache_root
     status.json     state (queued, running, done, failed, cancelled), pid, times, result or error message
     progress.json   chain, draw, step, fraction, ETA and a short sampling-loss history per chain (live chart);
                     with several worker processes, rank r > 0 writes progress.rank{r}.json and job_status merges them
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bif.errors import BIFError, Cancelled
 from bif.core.files import read_json, write_json
+from bif.layout import JobFiles, Store, model_config, model_weights
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -36,15 +37,9 @@ DIED = ("The worker process stopped without reporting a result (killed, or out o
         "The details, if any, are in the job log: {log}")
 
 
-def jobs_dir(cache_root: str | Path) -> Path:
-    return Path(cache_root) / "jobs"
-
-
 def job_dir(job_id: str, cache_root: str | Path) -> Path:
-    """The directory of a job; refuses ids that are not plain names (no path tricks)."""
-    if not job_id or any(c in job_id for c in "/\\.") or job_id != Path(job_id).name:
-        raise ValueError(f"not a job id: {job_id!r}")
-    return jobs_dir(cache_root) / job_id
+    """The directory of a job; ValueError for ids that are not plain names (no path tricks)."""
+    return Store(cache_root).job(job_id).dir
 
 
 # ------------------------------------------------------------------------------------------- the app's side
@@ -63,10 +58,10 @@ def make_request(kind: str, model: dict, data: dict, queries: list[dict], config
 def create_job(request: dict, cache_root: str | Path) -> str:
     """Write a queued job's directory without starting it (`start_job` starts one; tests call `run_job`)."""
     job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    d = job_dir(job_id, cache_root)
-    d.mkdir(parents=True)
-    write_json(d / "request.json", request)
-    write_json(d / "status.json", {"state": "queued", "created": time.time()})
+    files = Store(cache_root).job(job_id)
+    files.dir.mkdir(parents=True)
+    write_json(files.spec, request)
+    write_json(files.status, {"state": "queued", "created": time.time()})
     return job_id
 
 
@@ -80,31 +75,31 @@ def start_job(request: dict, cache_root: str | Path) -> str:
         if json.dumps(job.get("request"), sort_keys=True) == same:
             return job["id"]
     job_id = create_job(request, cache_root)
-    d = job_dir(job_id, cache_root)
+    files = Store(cache_root).job(job_id)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     root = str(Path(__file__).resolve().parents[2])  # the repository (bif/service/jobs.py)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     procs = request.get("procs") or default_procs(request)
-    cmd = [sys.executable, "-m", "bif.service.jobs", str(d.resolve())]
+    cmd = [sys.executable, "-m", "bif.service.jobs", str(files.dir.resolve())]
     if procs > 1:  # chains spread over processes (bif.dist.distributed); torchrun stops them all if one fails
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", *cmd[1:]]
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
-    with open(d / "log.txt", "ab") as log:
+    with open(files.log, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                 cwd=root)
-    write_json(d / "launcher.json", {"pid": proc.pid, "pid_start": _start_time(proc.pid)})
+    write_json(files.launcher, {"pid": proc.pid, "pid_start": _start_time(proc.pid)})
     return job_id
 
 
-def _merged_progress(d: Path) -> dict:
-    """progress.json of rank 0, with the other ranks' chains (progress.rank*.json) merged into it.
+def _merged_progress(files: JobFiles) -> dict:
+    """The progress of rank 0, with the other ranks' chains merged into it.
 
     Each rank reports the fraction of its own chains; the job's fraction is their mean, its ETA their maximum.
     """
-    main = read_json(d / "progress.json") or {}
-    others = [p for p in (read_json(f) for f in sorted(d.glob("progress.rank*.json"))) if p]
+    main = read_json(files.progress()) or {}
+    others = [p for p in (read_json(f) for f in files.other_progress()) if p]
     if not others or not main:
         return main
     ranks = [main, *others]
@@ -135,41 +130,39 @@ def job_status(job_id: str, cache_root: str | Path) -> dict:
 
     A job whose worker is gone without writing a final state is reported as failed.
     """
-    d = job_dir(job_id, cache_root)
-    status = read_json(d / "status.json")
+    files = Store(cache_root).job(job_id)
+    status = read_json(files.status)
     if status is None:
         return {"id": job_id, "state": "failed", "message": f"Job {job_id} not found.", "progress": {},
-                "request": None, "result": None, "log": str(d / "log.txt")}
+                "request": None, "result": None, "log": str(files.log)}
     state = status.get("state", "failed")
     message = status.get("message", "")
-    proc = status if status.get("pid") else read_json(d / "launcher.json") or {}
+    proc = status if status.get("pid") else read_json(files.launcher) or {}
     never_started = not proc.get("pid") and time.time() - status.get("created", 0) > 60
     if state in ACTIVE and (never_started or proc.get("pid") and not _alive(proc["pid"], proc.get("pid_start"))):
         # re-read: the worker may have finished between the two reads
-        status = read_json(d / "status.json") or status
+        status = read_json(files.status) or status
         state = status.get("state", state)
         if state in ACTIVE:
-            cancelled = (d / "cancel").exists()
+            cancelled = files.cancel.exists()
             state = "cancelled" if cancelled else "failed"
-            message = "Cancelled." if cancelled else DIED.format(log=d / "log.txt")
-            write_json(d / "status.json", {**status, "state": state, "message": message, "finished": time.time()})
-    return {"id": job_id, "state": state, "message": message, "progress": _merged_progress(d),
-            "request": read_json(d / "request.json"), "result": status.get("result"),
-            "created": status.get("created"), "finished": status.get("finished"), "log": str(d / "log.txt")}
+            message = "Cancelled." if cancelled else DIED.format(log=files.log)
+            write_json(files.status, {**status, "state": state, "message": message, "finished": time.time()})
+    return {"id": job_id, "state": state, "message": message, "progress": _merged_progress(files),
+            "request": read_json(files.spec), "result": status.get("result"),
+            "created": status.get("created"), "finished": status.get("finished"), "log": str(files.log)}
 
 
 def cancel_job(job_id: str, cache_root: str | Path) -> None:
     """Ask the worker to stop at its next progress report (a few SGLD steps at most)."""
-    d = job_dir(job_id, cache_root)
-    if d.is_dir():
-        (d / "cancel").write_text(str(time.time()))
+    files = Store(cache_root).job(job_id)
+    if files.dir.is_dir():
+        files.cancel.write_text(str(time.time()))
 
 
 def list_jobs(cache_root: str | Path, active_only: bool = False) -> list[dict]:
     """Statuses of all jobs, newest first."""
-    root = jobs_dir(cache_root)
-    ids = sorted((p.name for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []
-    jobs = [job_status(i, cache_root) for i in ids]
+    jobs = [job_status(i, cache_root) for i in Store(cache_root).job_ids()]
     return [j for j in jobs if j["state"] in ACTIVE] if active_only else jobs
 
 
@@ -207,16 +200,16 @@ def _alive(pid: int, start: str | None = None) -> bool:
 class ProgressWriter:
     """The progress callback of a job: writes progress.json at most every WRITE_EVERY_S and checks for cancel."""
 
-    def __init__(self, d: Path, name: str = "progress.json"):
-        self.dir = d
-        self.name = name
+    def __init__(self, files: JobFiles | Path, rank: int = 0):
+        self.files = files if isinstance(files, JobFiles) else JobFiles(Path(files))
+        self.path = self.files.progress(rank)
         self.history: dict[int, list] = {}
         self.last_write = 0.0
         self.state: dict = {}
         self.run_key: str | None = None  # the run's folder once known: kept in every report
 
     def __call__(self, ev: dict) -> None:
-        if (self.dir / "cancel").exists():
+        if self.files.cancel.exists():
             raise Cancelled("Cancelled by the user.")
         if ev.get("stage") == "sample":
             h = self.history.setdefault(int(ev["chain"]), [])
@@ -234,7 +227,7 @@ class ProgressWriter:
 
     def flush(self) -> None:
         self.last_write = time.time()
-        write_json(self.dir / self.name, self.state)
+        write_json(self.path, self.state)
 
 
 def _compute(req: dict, progress: "ProgressWriter", is_main: bool):
@@ -247,7 +240,7 @@ def _compute(req: dict, progress: "ProgressWriter", is_main: bool):
 
     queries = [Query(**q) for q in req["queries"]]
     if req["kind"] in ("replay", "rank"):  # rank 0 checks the stored checksums; the others trust it
-        run = runs.open_run(Path(req["cache_root"]) / "runs" / req["run_key"], verify=is_main)
+        run = runs.open_run(Store(req["cache_root"]).run(req["run_key"]).dir, verify=is_main)
         if req["kind"] == "rank":
             from bif.store.rank import rank_all
 
@@ -257,12 +250,12 @@ def _compute(req: dict, progress: "ProgressWriter", is_main: bool):
                             SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
 
 
-def _follower(d: Path) -> str:
+def _follower(files: JobFiles) -> str:
     """A rank > 0 of a multi-process job: computes its share, reports its chains' progress, honours cancel.
 
     The job's status is rank 0's to write."""
-    progress = ProgressWriter(d, f"progress.rank{os.environ['RANK']}.json")  # also raises on cancel
-    req = json.loads((d / "request.json").read_text())
+    progress = ProgressWriter(files, int(os.environ["RANK"]))  # also raises on cancel
+    req = json.loads(files.spec.read_text())
     try:
         _compute(req, progress, is_main=False)
         progress.state.update(fraction=1.0, eta_s=0.0)
@@ -288,17 +281,17 @@ def _rank_afterwards(req: dict, run) -> None:
 
 def run_job(d: str | Path) -> str:
     """Execute the job in directory d (in this process). Returns the final state; never raises."""
-    d = Path(d)
+    files = JobFiles(Path(d))
     if int(os.environ.get("RANK", "0")) > 0:
-        return _follower(d)
-    status = read_json(d / "status.json") or {}
+        return _follower(files)
+    status = read_json(files.status) or {}
     status.update(state="running", pid=os.getpid(), pid_start=_start_time(os.getpid()), started=time.time())
-    write_json(d / "status.json", status)
-    progress = ProgressWriter(d)
+    write_json(files.status, status)
+    progress = ProgressWriter(files)
     try:
         from bif.lm.data import Query
 
-        req = json.loads((d / "request.json").read_text())
+        req = json.loads(files.spec.read_text())
         progress({"stage": "start"})
         run = _compute(req, progress, is_main=True)
         wanted = json.dumps(Query(**req["queries"][0]).to_dict(), sort_keys=True)
@@ -313,10 +306,10 @@ def run_job(d: str | Path) -> str:
                 traceback.print_exc()
     except Exception as e:  # noqa: BLE001 - every failure must end in a status, never a dead worker
         traceback.print_exc()
-        message = str(e) if isinstance(e, BIFError) else INTERNAL.format(kind=type(e).__name__, log=d / "log.txt")
+        message = str(e) if isinstance(e, BIFError) else INTERNAL.format(kind=type(e).__name__, log=files.log)
         status.update(state="cancelled" if isinstance(e, Cancelled) else "failed", message=message)
     status["finished"] = time.time()
-    write_json(d / "status.json", status)
+    write_json(files.status, status)
     return status["state"]
 
 
@@ -336,9 +329,9 @@ def model_params(model: dict) -> float:
     if name in PARAMS:
         return PARAMS[name]
     path = Path(name).expanduser()
-    size = sum(p.stat().st_size for p in path.glob("*") if p.suffix in (".safetensors", ".bin", ".pt"))
+    size = sum(p.stat().st_size for p in model_weights(path))
     try:
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = json.loads(model_config(path).read_text())
         dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
     except (OSError, ValueError):
         dtype = "float32"

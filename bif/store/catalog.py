@@ -12,6 +12,7 @@ from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query
 from bif.errors import CacheError, ConfigError
 from bif.core.files import changed_files, read_json
+from bif.layout import RunFiles, Store
 from bif.lm.models import ModelSpec
 from bif.store.runs import _prepare
 from bif.core.scale import ScaleOptions
@@ -22,29 +23,30 @@ def find_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: Sam
     """The directory of a finished run for exactly this request, without computing anything (loads the model)."""
     cache_root = Path(cache_root)
     prep = _prepare(model, data, queries, config, cache_root, None, "cpu", scale)
-    d = cache_root / "runs" / prep.key
-    return d if (d / "COMPLETE").exists() else None
+    files = Store(cache_root).run(prep.key)
+    return files.dir if files.is_complete else None
 
 
 def list_runs(cache_root: str | Path = "cache") -> list[dict]:
     """One dict per run directory (finished or not), newest first."""
     out = []
-    for d in (Path(cache_root) / "runs").glob("*") if (Path(cache_root) / "runs").exists() else []:
+    for files in Store(cache_root).runs():
+        d = files.dir
         try:
-            req = json.loads((d / "request.json").read_text())
+            req = json.loads(files.request.read_text())
         except (OSError, ValueError):
             req = {}
-        chains_done = len(list(d.glob("chain_*.safetensors")))
-        complete = (d / "COMPLETE").exists()
+        chains_done = len(files.existing_chains())
+        complete = files.is_complete
         out.append({
             "key": d.name, "dir": str(d), "complete": complete,
             "verdict": _verdict(d, req.get("config", {}), chains_done) if complete else None,
             "model": req.get("model_label", "?"), "data": (req.get("data") or {}).get("source", "?"),
             "query": (req.get("queries") or [{}])[0].get("prompt", "?") if req.get("queries") else "?",
             "completion": (req.get("queries") or [{}])[0].get("completion", "?") if req.get("queries") else "?",
-            "n_queries": len(req.get("queries") or []) + len(list(d.glob("queries/*/COMPLETE"))),
+            "n_queries": len(req.get("queries") or []) + len(files.query_sets()),
             "config": req.get("config", {}), "created": req.get("created", d.stat().st_mtime),
-            "chains_done": chains_done, "size_mb": sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 2**20,
+            "chains_done": chains_done, "size_mb": sum(p.stat().st_size for p in files.files()) / 2**20,
         })
     return sorted(out, key=lambda r: -r["created"])
 
@@ -55,8 +57,7 @@ def _verdict(run_dir: Path, config: dict, chains: int) -> str | None:
     from bif.core.trace import open_chain
 
     try:
-        losses = np.stack([np.asarray(open_chain(run_dir / f"chain_{c:03d}.safetensors")["sampling_loss"])
-                           for c in range(chains)])
+        losses = np.stack([np.asarray(open_chain(p)["sampling_loss"]) for p in RunFiles(run_dir).chains(chains)])
         return loss_verdict(losses, int(config["burn_in"]))["verdict"]
     except (CacheError, KeyError, OSError, ValueError):
         return None
@@ -67,27 +68,27 @@ def verify_run(key: str, cache_root: str | Path = "cache") -> list[str]:
 
     Returns the paths (relative to the run) that are missing or changed; [] when the run is intact.
     CacheError if the run is not finished."""
-    d = _run_dir(key, cache_root)
-    if not (d / "COMPLETE").exists():
+    files = _run_files(key, cache_root)
+    if not files.is_complete:
         raise CacheError(f"Run {key} is not complete; nothing to verify. Start it again to resume, or delete it.")
-    bad = changed_files(d, rehash=True)
-    for marker in sorted(d.glob("queries/*/COMPLETE")):
-        bad += [f"queries/{marker.parent.name}/{n}" for n in changed_files(marker.parent, rehash=True)]
+    bad = changed_files(files.dir, rehash=True)
+    for q in files.query_sets():
+        bad += [str(q.dir.relative_to(files.dir) / n) for n in changed_files(q.dir, rehash=True)]
     return bad
 
 
-def _run_dir(key: str, cache_root: str | Path) -> Path:
-    """The directory of run `key`; ConfigError for keys that are not run directories (no path tricks)."""
-    runs = (Path(cache_root) / "runs").resolve()
-    d = (runs / key).resolve()
-    if d.parent != runs or not d.is_dir():
-        raise ConfigError(f"No run {key!r} in {runs}.")
-    return d
+def _run_files(key: str, cache_root: str | Path) -> RunFiles:
+    """The folder of run `key`; ConfigError for keys that are not run directories (no path tricks)."""
+    store = Store(cache_root)
+    files = store.run_checked(key)
+    if files is None:
+        raise ConfigError(f"No run {key!r} in {store.runs_dir.resolve()}.")
+    return files
 
 
 def delete_run(key: str, cache_root: str | Path = "cache") -> None:
     """Remove a run directory. Refuses keys that are not run directories (no path tricks)."""
-    shutil.rmtree(_run_dir(key, cache_root))
+    shutil.rmtree(_run_files(key, cache_root).dir)
 
 
 def _sampling(config: dict) -> dict | None:
@@ -117,12 +118,10 @@ def find_cached(request: dict, cache_root: str | Path) -> dict | None:
     """
     want_cfg = _sampling(request["config"])
     want_q = json.dumps(request["queries"][0], sort_keys=True)
-    root = Path(cache_root) / "runs"
-    dirs = sorted(root.glob("*/COMPLETE"), key=lambda m: -m.stat().st_mtime) if root.is_dir() else []
     base = None
-    for marker in dirs:
-        d = marker.parent
-        req = read_json(d / "request.json")
+    for files in Store(cache_root).finished_runs():
+        d = files.dir
+        req = read_json(files.request)
         if not req or req.get("model") != request["model"] or req.get("data") != request["data"]:
             continue
         if _sampling(req.get("config", {})) != want_cfg:
@@ -131,8 +130,8 @@ def find_cached(request: dict, cache_root: str | Path) -> dict | None:
         if _changed_since(req["model"]["name_or_path"], created) or _changed_since(req["data"]["source"], created):
             continue
         queries = list(req.get("queries", []))
-        for qm in sorted(d.glob("queries/*/COMPLETE")):  # the order Run.queries uses
-            queries += (read_json(qm.parent / "queries.json") or {}).get("queries", [])
+        for q in files.query_sets():  # the order Run.queries uses
+            queries += (read_json(q.meta) or {}).get("queries", [])
         for i, q in enumerate(queries):
             if json.dumps(q, sort_keys=True) == want_q:
                 return {"run_key": d.name, "query": i, "exact": True}

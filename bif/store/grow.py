@@ -18,19 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from bif.core.chainstate import ChainState, load_state
-from bif.core.draws import ChainDraws, DrawWriter, draws_name
+from bif.core.draws import ChainDraws, DrawWriter
 from bif.core.files import changed_files, read_json, write_json
 from bif.core.trace import ChainWriter, open_chain
 from bif.errors import CacheError
-
-STATE_PREFIX = "state_"
-GROWS_FROM = "grows_from.json"  # in a run folder that continues a shorter run: {"key", "draws"} of that run
-
-
-def state_name(chain: int) -> str:
-    """The file of chain `chain`'s last state inside a run folder."""
-    return f"{STATE_PREFIX}{chain:03d}.safetensors"
-
+from bif.layout import RunFiles, Store, state_name
 
 def lineage(key_parts: dict) -> str:
     """The cache key of a run without its number of draws: runs of one lineage extend one another."""
@@ -48,11 +40,11 @@ class Prefix:
     def has_chain(self, chain: int, keep_draws: bool, draws_dtype: str) -> bool:
         """Whether chain `chain` can be continued: its state is saved, and its stored draws are there (with the
         same storage precision) exactly when the new run keeps draws."""
-        if not (self.dir / state_name(chain)).exists():
+        if not RunFiles(self.dir).state(chain).exists():
             return False
         if not keep_draws:
             return True
-        path = self.dir / draws_name(chain)
+        path = RunFiles(self.dir).draws(chain)
         try:
             return path.exists() and ChainDraws(path).dtype == draws_dtype
         except CacheError:
@@ -60,48 +52,48 @@ class Prefix:
 
     def seed(self, chain: int, writer: ChainWriter, draws: DrawWriter | None) -> ChainState:
         """Copy chain `chain`'s recorded draws into the new run's writers; the state to continue from."""
-        state = load_state(self.dir / state_name(chain))
+        state = load_state(RunFiles(self.dir).state(chain))
         if state.draw != self.draws:
             raise CacheError(f"Chain state {state_name(chain)} of run {self.dir.name} holds {state.draw} draws, "
                              f"the run {self.draws}; delete the run's state files.")
-        stored = open_chain(self.dir / f"chain_{chain:03d}.safetensors")
+        stored = open_chain(RunFiles(self.dir).chain(chain))
         for name in writer.specs:
             if name.startswith("losses."):
                 writer.write_block(name[len("losses."):], 0, np.asarray(stored[name]))
         writer.commit(self.draws)
         if draws is not None:
-            draws.copy_prefix(ChainDraws(self.dir / draws_name(chain)))
+            draws.copy_prefix(ChainDraws(RunFiles(self.dir).draws(chain)))
         return state
 
 
 def record_prefix(run_dir: Path, prefix: Prefix) -> None:
     """Note in the growing run which run it continues (provisional views read the prefix's chains meanwhile)."""
-    write_json(Path(run_dir) / GROWS_FROM, {"key": prefix.dir.name, "draws": prefix.draws})
+    write_json(RunFiles(Path(run_dir)).grows_from, {"key": prefix.dir.name, "draws": prefix.draws})
 
 
 def recorded_prefix(run_dir: Path) -> Prefix | None:
     """The run that `run_dir` continues, if it does and that run is still there."""
-    info = read_json(Path(run_dir) / GROWS_FROM)
+    info = read_json(RunFiles(Path(run_dir)).grows_from)
     if not isinstance(info, dict) or not isinstance(info.get("key"), str) or "/" in info["key"]:
         return None
-    d = Path(run_dir).parent / info["key"]
-    return Prefix(d, int(info.get("draws", 0))) if (d / "COMPLETE").exists() else None
+    other = RunFiles(Path(run_dir).parent / info["key"])
+    return Prefix(other.dir, int(info.get("draws", 0))) if other.is_complete else None
 
 
-def find_prefix(runs_root: Path, lineage_key: str, draws: int, exclude: Path | None = None) -> Prefix | None:
+def find_prefix(cache_root: Path, lineage_key: str, draws: int, exclude: Path | None = None) -> Prefix | None:
     """The finished, intact run of this lineage with the most draws below `draws` (None if there is none)."""
     best = None
-    for marker in Path(runs_root).glob("*/COMPLETE") if Path(runs_root).is_dir() else []:
-        d = marker.parent
+    for files in Store(cache_root).finished_runs():
+        d = files.dir
         if exclude is not None and d.resolve() == Path(exclude).resolve():
             continue
-        req = read_json(d / "request.json") or {}
+        req = read_json(files.request) or {}
         have = (req.get("config") or {}).get("draws")
         if req.get("lineage") != lineage_key or not isinstance(have, int) or have >= draws:
             continue
         if best is not None and have <= best.draws:
             continue
-        if not (d / state_name(0)).exists() or changed_files(d):
+        if not files.state(0).exists() or changed_files(d):
             continue
         best = Prefix(d, have)
     return best
@@ -115,11 +107,12 @@ def growth_estimate_s(run_dir: Path, draws: int, processes: int = 1) -> float:
     """
     from bif.core.trace import chain_seconds
 
-    cfg = (read_json(Path(run_dir) / "request.json") or {}).get("config") or {}
+    files = RunFiles(Path(run_dir))
+    cfg = (read_json(files.request) or {}).get("config") or {}
     chains, have = int(cfg.get("chains", 0)), int(cfg.get("draws", 0))
     steps = int(cfg.get("burn_in", 0)) + have * int(cfg.get("steps_between", 1))
     if not chains or not steps or draws <= have:
         return 0.0
-    per_step = sum(chain_seconds(Path(run_dir) / f"chain_{c:03d}.safetensors") for c in range(chains)) / chains / steps
+    per_step = sum(chain_seconds(p) for p in files.chains(chains)) / chains / steps
     rounds = -(-chains // max(1, processes))
     return per_step * (draws - have) * int(cfg.get("steps_between", 1)) * rounds

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from bif.core.config import SamplerConfig
 from bif.core.trace import open_chain, written_draws
 from bif.errors import CacheError
+from bif.layout import RunFiles
 from bif.lm.data import Query
 from bif.store.grow import recorded_prefix
 from bif.store.runs import Partial, QuerySet, Run
@@ -52,9 +53,9 @@ def chain_progress(run_dir: Path, chains: int) -> list[tuple[dict[str, np.ndarra
     out = []
     prefix = recorded_prefix(run_dir)
     for c in range(chains):
-        done, growing = run_dir / f"chain_{c:03d}.safetensors", run_dir / f"chain_{c:03d}.partial"
+        done, growing = RunFiles(Path(run_dir)).chain(c), RunFiles(Path(run_dir)).chain_partial(c)
         if prefix is not None and not done.exists() and not growing.exists():
-            done = prefix.dir / done.name
+            done = RunFiles(prefix.dir).chain(c)
         try:
             m = open_chain(done) if done.exists() else open_chain(growing) if growing.exists() else None
             written = 0 if m is None else int(_pread(m["written"], 0, 1)[0]) if "written" in m else \
@@ -82,14 +83,15 @@ def open_partial(run_dir: str | Path) -> Run | None:
     Only the run's own queries are included; the traces are loaded (a provisional view is for runs that fit
     in memory).
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "init.safetensors").exists():  # written last of the inputs
+    files = RunFiles(Path(run_dir))
+    run_dir = files.dir
+    if not files.init.exists():  # written last of the inputs
         return None
     try:
-        request = json.loads((run_dir / "request.json").read_text())
-        texts = json.loads((run_dir / "texts.json").read_text())
-        ex = load_file(str(run_dir / "examples.safetensors"))
-        init = load_file(str(run_dir / "init.safetensors"))
+        request = json.loads(files.request.read_text())
+        texts = json.loads(files.texts.read_text())
+        ex = load_file(str(files.examples))
+        init = load_file(str(files.init))
     except (OSError, ValueError):
         return None
     config = SamplerConfig.from_dict(request["config"])

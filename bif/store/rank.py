@@ -22,24 +22,23 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from bif.core.draws import ChainDraws, draws_name, open_draws, score_at_draws
+from bif.core.draws import ChainDraws, open_draws, score_at_draws
 from bif.core.examples import lm_token_loss, score_examples
 from bif.core.files import changed_files, read_json, save_tensors, seal, write_json
 from bif.core.sampler import Progress, resolve_device
 from bif.core.trace import ChainTrace, load_chain, save_chain
 from bif.dist import distributed
 from bif.errors import CacheError, ConfigError
-
-RANKED = "ranked"
+from bif.layout import RunFiles
 
 
 def ranked_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / RANKED
+    return RunFiles(Path(run_dir)).ranked.dir
 
 
 def is_ranked(run_dir: Path) -> bool:
     """Whether the run's other training texts have been ranked (the folder is sealed)."""
-    return (ranked_dir(run_dir) / "COMPLETE").exists()
+    return RunFiles(Path(run_dir)).ranked.is_complete
 
 
 def unranked(run) -> int:
@@ -74,20 +73,21 @@ def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = 
     have = set(run.train_ids)
     rest = [i for i in range(len(train_all)) if i not in have]
     ex = train_all.subset(rest)
-    out = ranked_dir(run.dir)
+    files = RunFiles(run.dir).ranked
+    out = files.dir
     out.mkdir(exist_ok=True)
     autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
-    with distributed.main_holds_lock(dist, out / "lock"):
+    with distributed.main_holds_lock(dist, files.lock):
         if dist.all_ok(is_ranked(run.dir)):
             return open_run(run.dir, verify=dist.is_main)
-        if dist.is_main and not (out / "examples.safetensors").exists():
+        if dist.is_main and not files.examples.exists():
             init = score_examples(loaded.model, lm_token_loss, ex, config.score_batch_size, device).cpu()
-            write_json(out / "rows.json", {"ids": rest, "n_train": len(train_all), "texts": ex.texts,
+            write_json(files.rows, {"ids": rest, "n_train": len(train_all), "texts": ex.texts,
                                            "tokens": ex.tokens})
-            save_tensors({"train.mask": ex.mask, "init": init}, out / "examples.safetensors")
+            save_tensors({"train.mask": ex.mask, "init": init}, files.examples)
         mine = list(range(dist.rank, config.chains, dist.world))
         for pos, c in enumerate(mine):
-            path = out / f"chain_{c:03d}.safetensors"
+            path = files.chain(c)
             if path.exists():
                 continue
             t0 = time.perf_counter()
@@ -98,31 +98,32 @@ def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = 
                               "draws": ev["draws"], "rows": len(rest),
                               "fraction": (pos + ev["draw"] / ev["draws"]) / len(mine)})
 
-            losses = score_at_draws(loaded.model, lm_token_loss, ex, ChainDraws(run.dir / draws_name(c)),
+            losses = score_at_draws(loaded.model, lm_token_loss, ex, ChainDraws(RunFiles(run.dir).draws(c)),
                                     config.score_batch_size, device, autocast, progress=report, draws=config.draws)
             save_chain(path, ChainTrace(losses={"train": losses}, sampling_loss=torch.zeros(0, dtype=torch.float64),
                                         seconds=time.perf_counter() - t0), config.trace_dtype)
         dist.barrier()
         if dist.is_main:
-            seal(out, ["rows.json", "examples.safetensors"] + [f"chain_{c:03d}.safetensors" for c in range(config.chains)])
+            seal(out, files.sealed_names(config.chains))
         dist.barrier()
     return open_run(run.dir, verify=dist.is_main)
 
 
 def merge(run, verify: bool | str = True) -> None:
     """Append a complete ranked/ folder's rows to an opened in-memory run (open_run calls this), in place."""
-    out = ranked_dir(run.dir)
+    files = RunFiles(run.dir).ranked
+    out = files.dir
     if not is_ranked(run.dir) or not isinstance(run.train_losses, np.ndarray):
         return  # not ranked yet, or a memory-mapped run (too large to merge in memory): the subset stays
     if verify and (bad := changed_files(out, rehash=verify == "full")):
         raise CacheError(f"The ranked training texts of run {run.key} are corrupt: {bad} changed after they were "
                          f"written. Delete the folder {out} and rank them again.")
-    rows = read_json(out / "rows.json") or {}
+    rows = read_json(files.rows) or {}
     ids = [int(i) for i in rows.get("ids", [])]
     config = run.config
-    t = load_file(str(out / "examples.safetensors"))
-    extra = np.stack([load_chain(out / f"chain_{c:03d}.safetensors", ["train"], config.draws, 0).losses["train"]
-                      .numpy() for c in range(config.chains)])  # (C, D, m, P)
+    t = load_file(str(files.examples))
+    extra = np.stack([load_chain(p, ["train"], config.draws, 0).losses["train"].numpy()
+                      for p in files.chains(config.chains)])  # (C, D, m, P)
     texts, tokens = rows.get("texts") or [], rows.get("tokens") or []
     if len(texts) != len(ids) or len(tokens) != len(ids):
         raise CacheError(f"The ranked training texts of run {run.key} are incomplete. Delete the folder {out} and "

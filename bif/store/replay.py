@@ -17,7 +17,8 @@ import torch
 
 from bif.dist import distributed
 from bif.lm.data import Query, load_texts, tokenize_queries, tokenize_texts
-from bif.core.draws import DRAWS_JSON, ChainDraws, draws_name, open_draws, score_at_draws
+from bif.core.draws import ChainDraws, open_draws, score_at_draws
+from bif.layout import RunFiles
 from bif.errors import BIFError, ConfigError, ReplayMismatch
 from bif.core.examples import lm_token_loss, score_examples
 from bif.core.files import read_json, save_tensors, seal, write_json
@@ -25,7 +26,7 @@ from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.store.runs import Run, _hash, _overall, open_run
 from bif.core.sampler import Progress, resolve_device, sample_chain
 from bif.core.scale import ScaleOptions, apply_weights_dtype
-from bif.core.trace import ChainTrace, chain_seconds, save_chain
+from bif.core.trace import ChainTrace, save_chain
 
 
 METHODS = ("auto", "draws", "replay")
@@ -45,13 +46,13 @@ def query_method(run: Run, method: str = "auto") -> str:
 
 def draws_note(run_dir: Path) -> str:
     """Why a run has (or lacks) stored draws, from its draws.json."""
-    info = read_json(Path(run_dir) / DRAWS_JSON)
+    info = read_json(RunFiles(Path(run_dir)).draws_json)
     return info["reason"] if isinstance(info, dict) and "reason" in info else "computed before draws were stored"
 
 
 def replay_estimate_s(run: Run) -> float:
     """Seconds a replay of the run would take: about its own sampling time (the chain files' `seconds`)."""
-    return sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(run.config.chains))
+    return run.sampling_seconds
 
 
 def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache",
@@ -84,22 +85,23 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
                              "Start a new run.")
     train_all = _training_set(run, loaded) if method == "replay" else None
     qex = tokenize_queries(loaded.tokenizer, new, loaded.max_length)
-    qdir = run.dir / "queries" / _hash([q.to_dict() for q in new])
+    qfiles = RunFiles(run.dir).query(_hash([q.to_dict() for q in new]))
+    qdir = qfiles.dir
     qdir.mkdir(parents=True, exist_ok=True)
-    with distributed.main_holds_lock(dist, qdir / "lock"):
-        if dist.all_ok((qdir / "COMPLETE").exists()):
+    with distributed.main_holds_lock(dist, qfiles.lock):
+        if dist.all_ok(qfiles.is_complete):
             return open_run(run.dir, verify=dist.is_main)
         if dist.is_main:
             init = score_examples(loaded.model, lm_token_loss, qex, config.score_batch_size, device).cpu()
-            write_json(qdir / "queries.json", {"queries": [q.to_dict() for q in new], "tokens": qex.tokens,
+            write_json(qfiles.meta, {"queries": [q.to_dict() for q in new], "tokens": qex.tokens,
                                                "method": method})
             save_tensors({"query.mask": qex.mask, "query.input_ids": qex.inputs["input_ids"], "init": init},
-                         qdir / "examples.safetensors")
+                         qfiles.examples)
         mine = list(range(dist.rank, config.chains, dist.world))
         failure = None
         try:
             for pos, c in enumerate(mine):
-                path = qdir / f"chain_{c:03d}.safetensors"
+                path = qfiles.chain(c)
                 if path.exists():
                     continue
                 if method == "draws":
@@ -112,8 +114,7 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
         if not dist.all_ok(failure is None):
             raise failure or ReplayMismatch("Another process could not reproduce its chains; see its message.")
         if dist.is_main:
-            seal(qdir, ["queries.json", "examples.safetensors"] +
-                 [f"chain_{c:03d}.safetensors" for c in range(config.chains)])
+            seal(qdir, qfiles.sealed_names(config.chains))
         dist.barrier()
     return open_run(run.dir, verify=dist.is_main)
 
@@ -131,7 +132,7 @@ def _draws_chain(run: Run, model, qex, chain: int, path: Path, device, progress:
                  position: int, count: int) -> None:
     """Score the queries at chain `chain`'s stored draws and save them as the chain's query losses."""
     config = run.config
-    draws = ChainDraws(run.dir / draws_name(chain))
+    draws = ChainDraws(RunFiles(run.dir).draws(chain))
     t0 = time.perf_counter()
 
     def report(ev: dict) -> None:

@@ -1,24 +1,10 @@
 """Runs of a language model: compute (or reuse) a cached BIF run, and open it (replay.py, catalog.py do the rest).
 
 A run is keyed by content: schema version, model weights + tokenizer, training data + scored subset, queries and
-the sampler settings that shape the chains. On disk (cache_root/runs/<key>/):
-
-    request.json             what was asked (model, data, queries, config) and the fingerprints
-    examples.safetensors     token ids and masks of the scored training samples and the queries
-    texts.json               their texts and token strings (for display)
-    init.safetensors         losses at w*
-    draws.json               whether the run stores its draws (keep_draws, disk budget) and why
-    draws_000.safetensors    one per chain when it does: the sampled parameters' deltas from w* at every draw
-                             (bif.core.draws; written before the chain file is renamed into place)
-    state_000.safetensors    one per chain: its last state (weights, RMSProp, generators), so that a run with more
-                             draws continues it (bif.store.grow); written before the chain file
-    chain_000.safetensors    one per chain, written draw by draw (as chain_000.partial, memory-mapped) and
-                             renamed when the chain finishes (resume point)
-    parts/                   only while a distributed run is in progress: one file per chain and shard
-                             (bif.dist.distributed), merged into chain_XXX.safetensors
-    queries/<qkey>/...       queries added later by replay (same layout, query set only)
-    ranked/...               the other training texts, ranked afterwards at the stored draws (bif.store.rank)
-    COMPLETE                 written last: sha256 of every file above
+the sampler settings that shape the chains. On disk a run is cache_root/runs/<key>/ (bif.layout.RunFiles: inputs,
+losses at w*, one chain file per chain written draw by draw with positioned writes and renamed when the chain
+finishes, stored draws, each chain's last state (so a run with more draws continues it: bif.store.grow),
+added query sets, the other training texts ranked afterwards (bif.store.rank), and COMPLETE written last).
 """
 
 from __future__ import annotations
@@ -45,11 +31,12 @@ from bif.core.examples import Examples, lm_token_loss, score_examples
 from bif.core.files import changed_files, save_tensors, seal, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.core.chainstate import save_state, state_bytes
-from bif.core.draws import DRAWS_JSON, DrawWriter, decide_keep, draws_bytes, draws_name
+from bif.core.draws import DrawWriter, decide_keep, draws_bytes
+from bif.layout import QueryFiles, RunFiles, Store
 from bif.core.sampler import Progress, resolve_device, run_chain, select_parameters
 from bif.core.scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
                     out_of_memory_error)
-from bif.core.trace import ChainStack, ChainWriter, LossTrace, load_chain, open_chain
+from bif.core.trace import ChainStack, ChainWriter, LossTrace, chain_seconds, load_chain, open_chain
 
 SCHEMA = 1
 MMAP_BYTES = int(os.environ.get("BIF_MMAP_BYTES", 1 << 30))  # open_run memory-maps traces larger than this
@@ -126,6 +113,11 @@ class Run:
         """How query `query`'s losses were obtained: 'run', 'replay' or 'draws' (the run's stored draws)."""
         return self._locate(query)[0].method
 
+    @property
+    def sampling_seconds(self) -> float:
+        """Seconds its chains took to sample and score (stored in the chain files; also for a cached run)."""
+        return sum(chain_seconds(p) for p in RunFiles(self.dir).chains(self.config.chains))
+
     def query_tokens(self, query: int) -> list[str]:
         s, row = self._locate(query)
         return s.tokens[row]
@@ -192,18 +184,19 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
     if progress is not None:
         progress({"stage": "load"})
     prep = _prepare(model, data, queries, config, cache_root, progress, device, scale)
-    run_dir = cache_root / "runs" / prep.key
+    files = Store(cache_root).run(prep.key)
+    run_dir = files.dir
     if progress is not None:  # the run's folder is known from here on (a job's provisional results read it)
         progress({"stage": "init", "run_key": prep.key, "chains": config.chains, "draws": config.draws})
     run_dir.mkdir(parents=True, exist_ok=True)
-    with distributed.main_holds_lock(dist, run_dir / "lock"):
-        if dist.all_ok((run_dir / "COMPLETE").exists()):
+    with distributed.main_holds_lock(dist, files.lock):
+        if dist.all_ok(files.is_complete):
             dist.barrier()
             return open_run(run_dir, verify=dist.is_main)
         plan = distributed.make_plan(config.chains, dist.world, scale.chain_groups)
         _check_memory(prep, config, scale, dist, plan, device, run_dir)
         clock = Clock()
-        if not dist.all_ok((run_dir / "init.safetensors").exists()):  # written last: on resume all are there
+        if not dist.all_ok(files.init.exists()):  # written last: on resume all are there
             observed = {"train": prep.scored, "query": prep.queries}
             t0 = time.perf_counter()
             init = distributed.score_at_w_star(dist, prep.loaded.model, lm_token_loss, observed,
@@ -213,7 +206,7 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
                 _write_inputs(run_dir, prep, init)
         dist.barrier()
         keep = _draws_decision(run_dir, prep, config, dist)
-        prefix = grow.find_prefix(cache_root / "runs", prep.request["lineage"], config.draws, run_dir) \
+        prefix = grow.find_prefix(cache_root, prep.request["lineage"], config.draws, run_dir) \
             if plan.group_size == 1 else None  # a run that grows continues the chains of a shorter one
         if prefix is not None and dist.is_main:
             grow.record_prefix(run_dir, prefix)
@@ -226,10 +219,10 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
             if progress is not None:
                 progress({"stage": "seal", "chains": config.chains, "draws": config.draws, "fraction": 1.0,
                           "eta_s": 0.0})
-            shutil.rmtree(run_dir / "parts", ignore_errors=True)
-            for stale in run_dir.glob("*.partial"):
+            shutil.rmtree(files.parts, ignore_errors=True)
+            for stale in files.partials():
                 stale.unlink()
-            seal(run_dir, sorted(p.name for p in run_dir.iterdir() if p.suffix in (".json", ".safetensors")))
+            seal(run_dir, files.sealed_names())
         dist.barrier()
     return open_run(run_dir, verify=dist.is_main)  # the other ranks trust rank 0's checksums
 
@@ -270,7 +263,7 @@ def _draws_decision(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist:
     nbytes = draws_bytes(sum(p.numel() for _, p in named), config.chains, config.draws, config.draws_dtype)
     decision = decide_keep(config.keep_draws, nbytes, run_dir)
     if dist.is_main:
-        write_json(run_dir / DRAWS_JSON, {"keep": decision.keep, "bytes": nbytes, "reason": decision.reason,
+        write_json(RunFiles(run_dir).draws_json, {"keep": decision.keep, "bytes": nbytes, "reason": decision.reason,
                                           "dtype": config.draws_dtype, "params": [n for n, _ in named]})
     return decision.keep
 
@@ -281,7 +274,7 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
     """This process's chains (all of them in a single process), streamed to chain files or shard files; with
     keep_draws, the sampled parameters too (bif.core.draws; written by the first rank of each chain's group).
 
-    Each chain's last state is saved (bif.store.grow.state_name) when it fits the draws budget, so that a longer
+    Each chain's last state is saved (bif.layout.RunFiles.state) when it fits the draws budget, so that a longer
     run can continue it; with `prefix`, chains continue that shorter run's chains instead of starting at w*."""
     observed = {"train": prep.scored, "query": prep.queries}
     lm = prep.loaded.model
@@ -297,8 +290,9 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
     n_sampled = sum(p.numel() for _, p in select_parameters(lm, config.param_patterns))
     keep_state = index == 0 and decide_keep("auto", state_bytes(n_sampled, config.chains,
                                                                 config.preconditioner == "rmsprop"), run_dir).keep
+    files = RunFiles(Path(run_dir))
     for pos, c in enumerate(mine):
-        path = run_dir / f"chain_{c:03d}.safetensors"
+        path = files.chain(c)
         if path.exists():
             if _chain_ok(path, names, config.draws, config.steps_per_chain):
                 continue
@@ -311,7 +305,7 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
         else:
             writer = distributed.part_writer(run_dir, c, index, count, rows, observed, config.draws,
                                              config.steps_per_chain, config.trace_dtype)
-        draws = DrawWriter(run_dir / draws_name(c), select_parameters(lm, config.param_patterns), config.draws,
+        draws = DrawWriter(files.draws(c), select_parameters(lm, config.param_patterns), config.draws,
                            config.draws_dtype) if keep_draws and index == 0 else None
 
         clock.start_chain()
@@ -331,7 +325,7 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
 
         def save_end(state) -> None:
             if keep_state:
-                save_state(state, run_dir / grow.state_name(c))
+                save_state(state, files.state(c))
 
         try:
             resume = prefix.seed(c, writer, draws) if prefix is not None and count == 1 and \
@@ -359,7 +353,7 @@ def _merge_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist: d
     sizes = {"train": (len(prep.scored), prep.scored.positions), "query": (len(prep.queries), prep.queries.positions)}
     tolerance = float(os.environ.get("BIF_REPLICA_TOLERANCE", 0.0 if torch.device(device).type == "cpu" else 1e-4))
     for c in range(config.chains):
-        path = run_dir / f"chain_{c:03d}.safetensors"
+        path = RunFiles(Path(run_dir)).chain(c)
         if dist.rank == plan.leader(c) and not _chain_ok(path, list(sizes), config.draws, config.steps_per_chain):
             distributed.merge_chain(run_dir, c, plan.group_size, sizes, config.draws, config.steps_per_chain,
                                     config.trace_dtype, tolerance)
@@ -412,13 +406,14 @@ def _overall(progress: Progress | None, chain: int, config: SamplerConfig, posit
 def _write_inputs(run_dir: Path, prep: _Prepared, init: dict[str, torch.Tensor]) -> None:
     """request.json, examples, texts, and `init` (losses at w*, written last: its presence marks the inputs done)."""
     device = next(prep.loaded.model.parameters()).device
-    write_json(run_dir / "request.json", {**prep.request, "created": time.time(), "device": str(device)})
-    write_json(run_dir / "texts.json", {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
+    files = RunFiles(Path(run_dir))
+    write_json(files.request, {**prep.request, "created": time.time(), "device": str(device)})
+    write_json(files.texts, {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
                                           "query_tokens": prep.queries.tokens})
     save_tensors({"train.input_ids": prep.scored.inputs["input_ids"], "train.mask": prep.scored.mask,
                   "query.input_ids": prep.queries.inputs["input_ids"], "query.mask": prep.queries.mask},
-                 run_dir / "examples.safetensors")
-    save_tensors({"train": init["train"], "query": init["query"]}, run_dir / "init.safetensors")
+                 files.examples)
+    save_tensors({"train": init["train"], "query": init["query"]}, files.init)
 
 
 def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None = None) -> Run:
@@ -431,15 +426,16 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
     loading it; default: when the chain files exceed BIF_MMAP_BYTES (1 GiB). Use `bif.core.stream` for estimators
     that make one pass over such a trace.
     """
-    run_dir = Path(run_dir)
-    marker = run_dir / "COMPLETE"
+    files = RunFiles(Path(run_dir))
+    run_dir = files.dir
+    marker = files.complete
     if not marker.exists():
         raise CacheError(f"Run {run_dir.name} is not complete (interrupted or still running). "
                          "Start it again to resume, or delete it.")
     try:
         json.loads(marker.read_text())  # a damaged marker is a damaged run
-        request = json.loads((run_dir / "request.json").read_text())
-        texts = json.loads((run_dir / "texts.json").read_text())
+        request = json.loads(files.request.read_text())
+        texts = json.loads(files.texts.read_text())
     except (OSError, ValueError) as e:
         raise CacheError(f"Run {run_dir.name} is damaged ({e}). Delete it and compute it again.") from e
     if verify:
@@ -448,7 +444,7 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
             raise CacheError(f"Run {run_dir.name} is corrupt: {bad} changed after it was written. "
                              "Delete it and compute it again.")
     config = SamplerConfig.from_dict(request["config"])
-    paths = [run_dir / f"chain_{c:03d}.safetensors" for c in range(config.chains)]
+    paths = files.chains(config.chains)
     if mmap is None:
         mmap = sum(p.stat().st_size for p in paths if p.exists()) > MMAP_BYTES
     if mmap:
@@ -465,8 +461,8 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
         train_losses = np.stack([c.losses["train"].numpy() for c in chains])
         query_losses = np.stack([c.losses["query"].numpy() for c in chains])
         sampling_loss = np.stack([c.sampling_loss.numpy() for c in chains])
-    ex = load_file(str(run_dir / "examples.safetensors"))
-    init = load_file(str(run_dir / "init.safetensors"))
+    ex = load_file(str(files.examples))
+    init = load_file(str(files.init))
     own = QuerySet(key="own", queries=[Query(**q) for q in request["queries"]],
                    losses=query_losses, mask=ex["query.mask"].numpy(),
                    init=init["query"].numpy(), tokens=texts["query_tokens"])
@@ -475,20 +471,20 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
               train_init=init["train"].numpy(), train_texts=texts["train"], train_tokens=texts["train_tokens"],
               train_ids=request["scored_ids"], sampling_loss=sampling_loss,
               query_sets=[own])
-    for qdir in sorted((run_dir / "queries").glob("*/COMPLETE")) if (run_dir / "queries").exists() else []:
-        run.query_sets.append(_open_query_set(qdir.parent, config, verify))
+    for qfiles in files.query_sets():
+        run.query_sets.append(_open_query_set(qfiles, config, verify))
     rank.merge(run, verify)  # the training texts ranked after the run (bif.store.rank), if any
     return run
 
 
-def _open_query_set(qdir: Path, config: SamplerConfig, verify: bool | str = True) -> QuerySet:
+def _open_query_set(qfiles: QueryFiles, config: SamplerConfig, verify: bool | str = True) -> QuerySet:
+    qdir = qfiles.dir
     if verify and (bad := changed_files(qdir, rehash=verify == "full")):
         raise CacheError(f"Query set {qdir.name} of run {qdir.parent.parent.name} is corrupt: {bad} changed after "
                          f"it was written. Delete the folder {qdir} and add the query again.")
-    meta = json.loads((qdir / "queries.json").read_text())
-    chains = [load_chain(qdir / f"chain_{c:03d}.safetensors", ["query"], config.draws, config.steps_per_chain)
-              for c in range(config.chains)]
-    t = load_file(str(qdir / "examples.safetensors"))
+    meta = json.loads(qfiles.meta.read_text())
+    chains = [load_chain(p, ["query"], config.draws, config.steps_per_chain) for p in qfiles.chains(config.chains)]
+    t = load_file(str(qfiles.examples))
     return QuerySet(key=qdir.name, queries=[Query(**q) for q in meta["queries"]],
                     losses=np.stack([c.losses["query"].numpy() for c in chains]), mask=t["query.mask"].numpy(),
                     init=t["init"].numpy(), tokens=meta["tokens"], method=meta.get("method", "replay"))
