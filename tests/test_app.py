@@ -290,3 +290,46 @@ def test_bad_url_parameters_are_ignored(tiny_run):
     assert not at.error and at.query_params["q"] == "0" and "token" not in at.query_params
     at = app(cache, job="no-such-job")
     assert any("not found" in e.value for e in at.error)
+
+
+def test_sidebar_and_job_panel_show_the_same_stage(tiny_run, tiny_lm, tiny_corpus):
+    from bif.service import jobs
+
+    cache, _ = tiny_run
+    req = jobs.make_request("run", bif.ModelSpec(str(tiny_lm)).to_dict(), bif.DataSpec(str(tiny_corpus)).to_dict(),
+                            [bif.Query("User: what is 2 plus 2?\nBot:", " 4").to_dict()], bif.preset("smoke").to_dict(),
+                            cache, preset="smoke")
+    job_id = jobs.create_job(req, cache)
+    d = jobs.job_dir(job_id, cache)
+    (d / "progress.json").write_text(json.dumps({"stage": "init", "n": 41, "fraction": 0.0}))
+    (d / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    at = app(cache, job=job_id)
+    line = "running · Scoring the training samples at the trained weights (once per run) · 0%"
+    plain = lambda elements: [e.value.replace("\\", "") for e in elements]  # noqa: E731 - md_escape's backslashes
+    assert any(line in m for m in plain(at.markdown)), "the job panel names the stage"
+    assert any(line in c for c in plain(at.sidebar.caption)), "the sidebar says the same"
+    assert any("model · User: what is 2 plus 2? Bot: → 4" in m for m in plain(at.markdown))  # model · query
+    # opening the job by its link shows the job's own form, not the demo defaults
+    assert at.radio(key="model_choice").value == "local"
+    assert at.text_input(key="model_dir").value == str(tiny_lm)
+    assert at.text_area(key="prompt").value == "User: what is 2 plus 2?\nBot:"
+    assert at.selectbox(key="preset").value == "smoke"
+    assert not any("already in the cache" in s.value for s in at.success)
+    jobs.cancel_job(job_id, cache)
+    (d / "status.json").write_text(json.dumps({"state": "cancelled"}))
+
+
+def test_smollm2_gets_its_preset_and_a_cost_said_before_start(tiny_run, monkeypatch):
+    from bif.service import jobs
+
+    monkeypatch.setattr(jobs, "has_gpu", lambda: False)
+    at = app(tiny_run[0])
+    assert at.selectbox(key="preset").value == "demo-cpu"
+    at.radio(key="model_choice").set_value("smollm2").run()
+    assert at.selectbox(key="preset").value == "smollm2-gpu"
+    warning = next(w.value for w in at.warning if "CPU only" in w.value)
+    assert "A GPU is the place for it" in warning and "CPU approximation" in warning
+    at.button(key="use_approx").click().run()
+    assert at.text_input(key="cfg.smollm2-gpu.param_patterns").value == "model.layers.28.*, model.layers.29.*"
+    at.radio(key="model_choice").set_value("demo").run()
+    assert at.selectbox(key="preset").value == "demo-cpu"

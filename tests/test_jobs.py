@@ -141,3 +141,17 @@ def test_cost_estimate_scales_with_the_work(tiny_lm, tiny_corpus, tmp_path):
                              bif.preset("demo-cpu").to_dict(), tmp_path)
     assert jobs.estimate_cost(demo, 2000, 60)["seconds"] > 600  # a 135 M model at demo-cpu is slow on a CPU
     assert jobs.format_seconds(30) == "30 s" and jobs.format_seconds(600) == "10 min"
+
+
+def test_cpu_approximation_samples_the_last_blocks_and_costs_less(tiny_lm):
+    from bif.service import jobs
+
+    req = jobs.make_request("run", {"name_or_path": "smollm2"}, bif.DataSpec("demo").to_dict(),
+                            [{"prompt": "a", "completion": " b"}], bif.preset("smollm2-gpu").to_dict(), "cache")
+    full = jobs.estimate_cost(req, 2000, 40)["seconds"]
+    approx = jobs.cpu_approximation(req, 2000, 40)
+    assert approx["request"]["config"]["param_patterns"] == ["model.layers.28.*", "model.layers.29.*"]
+    assert approx["seconds"] < full / 3 and "last 2 of 30 blocks" in approx["label"]
+    assert bif.SamplerConfig.from_dict(approx["request"]["config"]).is_approximate
+    assert jobs.block_layout({"name_or_path": str(tiny_lm)}) == ("model.layers", 1)
+    assert jobs.block_layout({"name_or_path": "/nowhere"}) is None

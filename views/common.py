@@ -346,12 +346,9 @@ def sidebar() -> None:
                 st.markdown(f"**Query** #{v['q'] + 1} (added by replay)")
             st.caption(f"run {v['run']} · finished")
         if v.get("job"):
-            try:
-                s = jobs.job_status(v["job"], cache_root())
-            except ValueError:
-                s = None
-            if s and s["state"] in jobs.ACTIVE:
-                from views.jobview import describe
+            from views import jobview
 
-                frac = s["progress"].get("fraction", 0.0)
-                st.caption(f"Background job {s['state']} ({frac:.0%}): {md_escape(describe(s['progress']))}")
+            try:
+                jobview.sidebar_line(v["job"])
+            except ValueError:
+                pass

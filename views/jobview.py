@@ -2,19 +2,57 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from bif.service import jobs
 from bif import render
 from views import common
+from views.ui.html import md_escape
 
-STAGES = {"start": "Starting the worker", "load": "Loading the model and data",
+STAGES = {"start": "Starting the worker (Python, torch)", "load": "Loading the model",
           "tokenizer": "Building the demo model: training its tokenizer",
           "train": "Building the demo model (first use only): training",
-          "convert": "Converting SmolLM2 to safetensors (first use only)",
-          "save": "Saving the converted model", "init": "Scoring at the trained weights",
-          "sample": "Sampling", "scoring stored draws": "Scoring at the stored draws", "seal": "Sealing the run",
+          "convert": "Converting SmolLM2 to safetensors (first use only, about half a minute)",
+          "save": "Saving the converted model", "data": "Reading and tokenizing the training data",
+          "init": "Scoring the training samples at the trained weights (once per run)", "sample": "Sampling",
+          "scoring stored draws": "Scoring the new query at the stored draws", "seal": "Sealing the run",
           "rank": "Ranking the other training texts at the stored draws"}
+
+
+def status_line(s: dict) -> str:
+    """'running · Sampling · 33 %, about 2 min left' — the one line the job panel and the sidebar both show."""
+    p = s.get("progress") or {}
+    line = f"{s['state']} · {STAGES.get(p.get('stage'), 'waiting for the worker') if s['state'] in jobs.ACTIVE else ''}"
+    if s["state"] in jobs.ACTIVE:
+        line += f" · {float(p.get('fraction', 0.0)):.0%}"
+        if p.get("eta_s") is not None:
+            line += f", about {jobs.format_seconds(p.get('eta_s'))} left"
+    return line.replace(" ·  · ", " · ").rstrip(" ·")
+
+
+def what(s: dict) -> str:
+    """'model · query' of a job's request (plain text)."""
+    req = s.get("request") or {}
+    q = (req.get("queries") or [{}])[0]
+    model = (req.get("model") or {}).get("name_or_path", "?")
+    return f"{common.short(Path(str(model)).name or model, 40)} · " \
+           f"{common.query_label(q.get('prompt', ''), q.get('completion', ''), 40, 30)}"
+
+
+def sidebar_line(job_id: str) -> None:
+    """The job's line in the sidebar; while it is active it refreshes itself every second, like the panel."""
+    s = jobs.job_status(job_id, common.cache_root())
+    if s["state"] in jobs.ACTIVE:
+        st.fragment(_sidebar_body, run_every=1.0)(job_id)
+
+
+def _sidebar_body(job_id: str) -> None:
+    s = jobs.job_status(job_id, common.cache_root())
+    if s["state"] not in jobs.ACTIVE:
+        st.rerun(scope="app")  # stop refreshing
+    st.caption(f"Background job: {md_escape(status_line(s))}  \n{md_escape(what(s))}")
 
 
 def describe(p: dict) -> str:
@@ -56,7 +94,7 @@ def _body(job_id: str, was_active: bool) -> None:
     kind = {"replay": "Replay for a new query", "rank": "Ranking the whole training set"}.get(
         (s["request"] or {}).get("kind"), "Run")
     with st.container(border=True):
-        st.markdown(f"**{kind}** · job `{job_id}` · **{s['state']}**")
+        st.markdown(f"**{kind}** · job `{job_id}` · **{md_escape(status_line(s))}**  \n{md_escape(what(s))}")
         if s["state"] in jobs.ACTIVE:
             st.progress(min(max(float(p.get("fraction", 0.0)), 0.0), 1.0), text=describe(p))
             if (s["request"] or {}).get("kind") == "run":

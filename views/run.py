@@ -11,15 +11,26 @@ import streamlit as st
 import bif
 from bif.store import catalog
 from bif.service import jobs
-from bif.core.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES
+from bif.core.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES, preset_for
 from bif.layout import BUILD_INFO, model_config
+from bif.lm.data import scored_indices
 from views import common, jobview
+from views.ui.html import md_escape
 
 MODELS = {"demo": "Demo: tiny Llama trained on chatterbot conversations", "smollm2": "SmolLM2-135M-Instruct",
           "local": "A model directory on disk"}
 DATA = {"demo": "Demo corpus (chatterbot conversations)", "upload": "Upload a file", "path": "A file on disk"}
 CHOICES = {"preconditioner": PRECONDITIONERS, "score_dtype": DTYPES, "trace_dtype": TRACE_DTYPES}
 KEEP = {"persist_state": "session"}  # keep what was typed when the user visits another page and comes back
+PLAIN = {"step_size": "Step size", "nbeta": "Pull towards low training loss", "gamma": "Pull back to the trained weights",
+         "chains": "Independent chains", "draws": "Draws kept per chain", "burn_in": "Warm-up steps (discarded)",
+         "steps_between": "Steps between kept draws", "batch_size": "Training texts per step",
+         "seed": "Random seed", "preconditioner": "Step scaling", "rmsprop_alpha": "Step scaling: memory",
+         "rmsprop_eps": "Step scaling: stabilizer", "param_patterns": "Only these parameters (empty = all)",
+         "noise_scale": "Noise multiplier (1 = exact)", "score_batch_size": "Texts per scoring pass",
+         "score_dtype": "Scoring precision", "trace_dtype": "Precision of the stored losses", "device": "Device",
+         "keep_draws": "Keep the sampled weights (new questions in seconds)",
+         "draws_dtype": "Precision of the kept weights"}  # plain labels; the code name is in each help text
 
 
 def demo_queries() -> list[tuple[str, str]]:
@@ -85,11 +96,64 @@ def generate(spec: bif.ModelSpec) -> None:
         st.session_state["gen_error"] = e
 
 
+def model_changed() -> None:
+    """A new model starts from its own calibrated preset (SmolLM2: smollm2-gpu), not the demo model's."""
+    st.session_state["preset"] = preset_for(st.session_state.get("model_choice", "demo"))
+
+
+def restore_form(job_id: str | None) -> None:
+    """When a job is opened (?job=ID), the form shows that job's request, not the demo defaults.
+
+    Runs before any widget is drawn, once per job id."""
+    if not job_id or st.session_state.get("form_job") == job_id:
+        return
+    st.session_state["form_job"] = job_id
+    req = jobs.job_status(job_id, common.cache_root()).get("request") or {}
+    try:
+        _fill_form(req)
+    except (KeyError, TypeError, AttributeError):  # an older or partial request: keep the form as it is
+        pass
+
+
+def _fill_form(req: dict) -> None:
+    if req.get("kind") != "run":
+        return
+    ss, model, data = st.session_state, req["model"]["name_or_path"], req["data"]
+    ss["model_choice"] = model if model in ("demo", "smollm2") else "local"
+    if ss["model_choice"] == "local":
+        ss["model_dir"] = model
+    ss["data_choice"] = "demo" if data["source"] == "demo" else "path"
+    if data["source"] != "demo":
+        ss["data_path"] = data["source"]
+    ss["max_length"], ss["subset_seed"], ss["nearest"] = data["max_length"], data["subset_seed"], \
+        data["nearest_per_query"]
+    ss["score_all"] = data["n_scored"] is None
+    if data["n_scored"] is not None:
+        ss["n_scored"] = data["n_scored"]
+    q = (req.get("queries") or [{}])[0]
+    ss["prompt"], ss["completion"] = q.get("prompt", ""), q.get("completion", "")
+    name = str(req.get("preset") or "").replace(" (modified)", "")
+    if name in bif.PRESETS:
+        ss["preset"] = name
+        for field, value in req["config"].items():
+            ss[f"cfg.{name}.{field}"] = widget_value(value)
+
+
+def widget_value(value):
+    """A config value as its widget holds it (numbers typed as text, patterns comma-separated)."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return value
+
+
 def model_section() -> bif.ModelSpec:
     st.subheader("1 · Model")
     choice = st.radio("Model", list(MODELS), format_func=MODELS.get, key="model_choice", **KEEP,
+                      on_change=model_changed,
                       help="The causal language model whose completion you want to explain. Everything runs "
-                           "offline on this machine.")
+                           "offline on this machine. Choosing one picks its calibrated sampler preset.")
     if choice != "local":
         return bif.ModelSpec(choice)
     path = st.text_input("Model directory", key="model_dir", **KEEP, placeholder="/path/to/model",
@@ -125,16 +189,19 @@ def data_section() -> bif.DataSpec:
             problem = "Type the path of a training file (or pick the demo corpus)."
         source = str(Path(path.strip()).expanduser().resolve())
     with st.expander("Data options"):
-        max_length = st.number_input("Tokens per example", 2, 4096, 64, key="max_length", **KEEP,
+        for key, value in (("max_length", 64), ("score_all", False), ("n_scored", 256), ("subset_seed", 0),
+                           ("nearest", 8)):
+            st.session_state.setdefault(key, value)
+        max_length = st.number_input("Tokens per example", 2, 4096, key="max_length", **KEEP,
                                      help="Longer training texts are cut to this many tokens.")
-        score_all = st.checkbox("Score every training sample", value=False, key="score_all", **KEEP,
+        score_all = st.checkbox("Score every training sample", key="score_all", **KEEP,
                                 help="Unticked: a random subset (plus the texts most similar to the query) is "
                                      "ranked; all texts still drive the sampler. Scoring all costs more per draw.")
-        n_scored = None if score_all else st.number_input("Samples to rank", 2, 1_000_000, 256, key="n_scored", **KEEP,
+        n_scored = None if score_all else st.number_input("Samples to rank", 2, 1_000_000, key="n_scored", **KEEP,
                                                           help="How many training samples are scored.")
-        seed = st.number_input("Subset seed", 0, 2**31 - 1, 0, key="subset_seed", **KEEP,
+        seed = st.number_input("Subset seed", 0, 2**31 - 1, key="subset_seed", **KEEP,
                                help="Which random subset.")
-        near = st.number_input("Similar samples added per query", 0, 1000, 8, key="nearest", **KEEP,
+        near = st.number_input("Similar samples added per query", 0, 1000, key="nearest", **KEEP,
                                help="Also rank the training texts sharing most words with the query.")
     if problem:
         raise bif.BIFError(problem)
@@ -167,39 +234,79 @@ def query_section(model: bif.ModelSpec) -> bif.Query:
 def sampler_section(model: bif.ModelSpec) -> tuple[str, dict]:
     st.subheader("4 · Sampler")
     smollm2 = model.name_or_path == "smollm2"
-    first = "smollm2-gpu" if smollm2 else "demo-cpu"
-    name = st.selectbox("Preset", list(bif.PRESETS), index=list(bif.PRESETS).index(first), key="preset", **KEEP,
+    st.session_state.setdefault("preset", preset_for(model.name_or_path))
+    name = st.selectbox("Preset", list(bif.PRESETS), key="preset", **KEEP,
                         help="demo-cpu: a few minutes on a CPU, strongest influences only (two seeds agreed on 74 % of "
                              "its findings). careful-cpu: about 3× longer, tighter error bars (81 %; use it for "
                              "findings). paper-gpu: for a GPU. smollm2-gpu: paper-gpu with a 10× smaller "
-                             "step, for SmolLM2. smoke: seconds, for checks, not findings.")
+                             "step, for SmolLM2 (picked for it automatically). smoke: seconds, for checks, not "
+                             "findings.")
     if smollm2 and bif.PRESETS[name].step_size > bif.PRESETS["smollm2-gpu"].step_size:
         st.warning("This preset's step size was calibrated on the demo model. On SmolLM2 a step of 3e-4 drove the "
                    "sampling loss from 3.7 to 14 within 3 steps (the chain left the trained basin; "
-                   "`python -m bif bench --basin smollm2`): use smollm2-gpu, or set step_size to 3e-5 under Advanced.", icon=":material/warning:")
+                   "`python -m bif bench --basin smollm2`): use smollm2-gpu, or set the step size to 3e-5 under "
+                   "Advanced.", icon=":material/warning:")
     base, values, bad = bif.PRESETS[name], {}, []
     with st.expander("Advanced sampler settings"):
         for f in dataclasses.fields(bif.SamplerConfig):
-            default, kw = getattr(base, f.name), {"key": f"cfg.{name}.{f.name}", "help": bif.help_text(f.name), **KEEP}
+            key = f"cfg.{name}.{f.name}"
+            default = getattr(base, f.name)
+            st.session_state.setdefault(key, widget_value(default))
+            kw = {"key": key, "help": f"{bif.help_text(f.name)} Code name: `{f.name}`.", **KEEP}
+            label = PLAIN.get(f.name, f.name)
             if f.name in CHOICES:
-                values[f.name] = st.selectbox(f.name, CHOICES[f.name], CHOICES[f.name].index(default), **kw)
+                values[f.name] = st.selectbox(label, CHOICES[f.name], **kw)
             elif f.name == "param_patterns":
-                text = st.text_input(f.name, ", ".join(default), **{**kw, "help": kw["help"] + " Comma-separated."})
+                text = st.text_input(label, **{**kw, "help": kw["help"] + " Comma-separated."})
                 values[f.name] = [p.strip() for p in text.split(",") if p.strip()]
             elif isinstance(default, str):
-                values[f.name] = st.text_input(f.name, default, **kw)
+                values[f.name] = st.text_input(label, **kw)
             elif isinstance(default, int):
-                values[f.name] = int(st.number_input(f.name, value=default, step=1, **kw))
+                values[f.name] = int(st.number_input(label, step=1, **kw))
             else:
-                text = st.text_input(f.name, f"{default:g}", **kw)
+                text = st.text_input(label, **kw)
                 try:
                     values[f.name] = float(text)
                 except ValueError:
-                    bad.append(f"{f.name}: {text!r} is not a number")
+                    bad.append(f"{label} ({f.name}): {text!r} is not a number")
     if bad:
         raise bif.BIFError("Advanced sampler settings: " + "; ".join(bad) + ".")
     cfg = bif.SamplerConfig.from_dict(values)  # ConfigError (a BIFError) says what is out of range
     return name if cfg == base else f"{name} (modified)", cfg.to_dict()
+
+
+def use_approximation(settings: dict) -> None:
+    """Callback: put the CPU approximation's settings into the form (Data options and Advanced settings)."""
+    name = st.session_state.get("preset", "demo-cpu")
+    st.session_state[f"cfg.{name}.param_patterns"] = ", ".join(settings["param_patterns"])
+    st.session_state[f"cfg.{name}.batch_size"] = settings["batch_size"]
+    st.session_state["score_all"] = False
+    st.session_state["n_scored"] = settings["n_scored"]
+    st.session_state["nearest"] = settings["nearest_per_query"]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def ranked_count(source: str, mtime: float, data: dict, query: dict) -> int:
+    """How many training samples a run would rank (the same choice compute_run makes)."""
+    texts = bif.load_texts(source)
+    return len(scored_indices(texts, bif.DataSpec(**data), [bif.Query(**query)])[0])
+
+
+def cost_here(request: dict, n_train: int, tokens: float, seconds: float) -> None:
+    """Too slow for this machine: say so, where it belongs (a GPU), and what approximation fits here."""
+    if seconds <= jobs.CPU_BUDGET_S or jobs.has_gpu():
+        return
+    approx = jobs.cpu_approximation(request, n_train, tokens)
+    text = (f"On this machine (CPU only, no GPU) this run takes about **{jobs.format_seconds(seconds)}**. A GPU is "
+            "the place for it (`python -m bif run` there, then open the run here).")
+    if approx and approx["seconds"] < seconds:
+        text += (f" Affordable here: the **CPU approximation** ({approx['label']}), about "
+                 f"**{jobs.format_seconds(approx['seconds'])}**. It is an approximation and its results say so.")
+    st.warning(text, icon=":material/timer:")
+    if approx and approx["seconds"] < seconds:
+        st.button("Use the CPU approximation", key="use_approx", on_click=use_approximation,
+                  args=(approx["settings"],), help="Sets Only these parameters (param_patterns), Training texts per "
+                                                   "step (batch_size) and Samples to rank; all can be changed.")
 
 
 def start_section(model, data, query, preset, config) -> None:
@@ -230,13 +337,20 @@ def start_section(model, data, query, preset, config) -> None:
     mtime = Path(src).stat().st_mtime if src != "demo" and Path(src).exists() else 0.0
     n_train, tokens = data_summary(src, mtime)
     cost = jobs.estimate_cost(request, n_train, tokens)
+    ranked = len(cached_run_ids(cached["run_key"])) if request["kind"] == "replay" else \
+        ranked_count(src, mtime, data.to_dict(), query.to_dict())
     extra = " + training the demo model once (several minutes)" if model.name_or_path == "demo" and not demo_built() \
         else ""
     st.markdown(f"**Estimated time: about {jobs.format_seconds(cost['seconds'])}**{extra} "
-                f"({n_train} training texts, {cost['n_scored']} ranked, {cost['steps']} SGLD steps, "
+                f"({n_train} training texts, {ranked} ranked, {cost['steps']} SGLD steps, "
                 f"{cost['draws']} draws in all).", help=cost["note"])
+    cost_here(request, n_train, tokens, cost["seconds"])
     label = "Add this query by replay" if request["kind"] == "replay" else "Start the run"
     st.button(label, type="primary", key="start", on_click=start, args=(request, root))
+
+
+def cached_run_ids(key: str) -> list:
+    return (common.run_request(key) or {}).get("scored_ids") or []
 
 
 def upload_message(text: str) -> str:
@@ -260,6 +374,7 @@ def main() -> None:
         "(localized SGLD) and watches which training texts and which completion tokens get better or worse "
         "together. Texts whose loss moves *with* the completion's loss support it. The run happens in a "
         "background process: you can close the tab and come back (the Runs page lists running jobs).")
+    restore_form(common.view().get("job"))
     left, right = st.columns(2, gap="large")
     parts = {}
     for col, name, build in ((left, "model", model_section), (left, "data", data_section)):
@@ -288,10 +403,8 @@ def main() -> None:
     if others:
         st.markdown("**Other jobs running in the background**")
         for j in others:
-            q = ((j["request"] or {}).get("queries") or [{}])[0]
             c1, c2 = st.columns([4, 1])
-            c1.caption(f"{j['id']} · {j['state']} · {j['progress'].get('fraction', 0):.0%} · "
-                       f"{q.get('completion', '')[:40]!r}")
+            c1.caption(f"{j['id']} · {md_escape(jobview.status_line(j))} · {md_escape(jobview.what(j))}")
             c2.button("Watch", key=f"watch-{j['id']}", on_click=common.set_view, kwargs={"job": j["id"]})
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 import bif
 from bif.service import jobs
 from views.ui.html import md_escape
-from views import common
+from views import common, jobview
 
 EXPLAIN = """
 Every finished run is kept in the cache (`BIF_CACHE`, default `./cache`), keyed by the model's files, the training
@@ -28,8 +28,9 @@ def delete(key: str, root) -> None:
 
 
 def query_text(key: str) -> str:
+    """The run's first query from its start ('User: what is … → 7'), so that runs read apart in a table."""
     q = ((common.run_request(key) or {}).get("queries") or [{}])[0]
-    return common.query_label(q.get("prompt", "?"), q.get("completion", "?"))
+    return f"{common.short(q.get('prompt', '?'), 50)} → {common.short(q.get('completion', '?'), 30)}"
 
 
 def when(t: float) -> str:
@@ -42,16 +43,19 @@ def runs_section(root) -> None:
     if not runs:
         st.caption("No runs yet. Start one on the Run page.")
         return
-    # the columns that tell runs apart first; the long model label last, so it does not push them off screen
+    # the columns that tell runs apart first: model (short) and query, then the rest
     table = pd.DataFrame([{
-        "run": r["key"], "query": query_text(r["key"]), "queries": r["n_queries"],
+        "model": common.short(r["model"], 28), "query": query_text(r["key"]), "queries": r["n_queries"],
         "status": "finished" if r["complete"] else f"incomplete ({r['chains_done']} chains)",
         "sampler check": r["verdict"] or "",
         "preset": common.preset_name(r["config"]),
         "chains × draws": f"{r['config'].get('chains', '?')} × {r['config'].get('draws', '?')}",
-        "created": when(r["created"]), "data": r["data"].rsplit("/", 1)[-1], "model": r["model"],
+        "created": when(r["created"]), "data": r["data"].rsplit("/", 1)[-1], "run": r["key"],
         "size (MB)": round(r["size_mb"], 2)} for r in runs])
-    st.dataframe(table, hide_index=True, width="stretch", column_config={"sampler check": st.column_config.TextColumn(
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "model": st.column_config.TextColumn(help="The model's label (hover a cell for all of it)."),
+        "query": st.column_config.TextColumn(width="large", help="The run's first query: prompt → completion."),
+        "sampler check": st.column_config.TextColumn(
         help="The Diagnostics verdict from the sampling loss: 'ok' = it rose from the trained weights' loss and "
              "levelled off. Anything else (left basin, drifting, chains disagree, …): read its scores with care; "
              "the Diagnostics page says what to change.")})
@@ -81,13 +85,9 @@ def jobs_section(root) -> None:
         st.caption("No jobs yet.")
         return
     for j in all_jobs:
-        q = ((j["request"] or {}).get("queries") or [{}])[0]
-        p = j["progress"]
         c1, c2 = st.columns([5, 1])
-        line = f"`{j['id']}` · **{j['state']}** · {md_escape(repr(q.get('completion', '')[:40]))}"
-        if j["state"] in jobs.ACTIVE:
-            line += f" · {p.get('fraction', 0):.0%}, about {jobs.format_seconds(p.get('eta_s'))} left"
-        elif j["state"] == "failed":
+        line = f"`{j['id']}` · **{md_escape(jobview.status_line(j))}** · {md_escape(jobview.what(j))}"
+        if j["state"] == "failed":
             line += f" · {md_escape(j['message'][:160])}"
         c1.markdown(line)
         if j["state"] in jobs.ACTIVE:

@@ -205,6 +205,7 @@ class ProgressWriter:
         self.path = self.files.progress(rank)
         self.history: dict[int, list] = {}
         self.last_write = 0.0
+        self.written_stage = None
         self.state: dict = {}
         self.run_key: str | None = None  # the run's folder once known: kept in every report
 
@@ -222,7 +223,9 @@ class ProgressWriter:
                       "history": {str(k): v for k, v in self.history.items()}, "time": time.time()}
         now = time.time()
         last_step = ev.get("stage") == "sample" and ev.get("step") == ev.get("steps")
-        if now - self.last_write >= WRITE_EVERY_S or last_step:
+        new_stage = ev.get("stage") != self.written_stage
+        if now - self.last_write >= WRITE_EVERY_S or last_step or new_stage:
+            self.written_stage = ev.get("stage")
             self.flush()
 
     def flush(self) -> None:
@@ -321,6 +324,59 @@ FORWARD_A = 1.6e-3
 FORWARD_B = 1.5e-11
 WORKER_START_S = 8.0  # python + torch + transformers import and model load
 PARAMS = {"demo": 0.8e6, "smollm2": 134.5e6}
+BLOCKS = {"smollm2": ("model.layers", 30)}  # built-ins' transformer blocks (SmolLM2 is a 30-layer Llama)
+CPU_BUDGET_S = 1800.0  # a run that costs more than this here is offered the CPU approximation
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def block_layout(model: dict) -> tuple[str, int] | None:
+    """(parameter-name prefix of the numbered blocks, number of blocks) of a model, without loading it; None when
+    unknown. Built-ins from BLOCKS; a local directory from its config.json (Llama-style or GPT-2-style names)."""
+    name = model.get("name_or_path", "demo")
+    if name in BLOCKS:
+        return BLOCKS[name]
+    try:
+        cfg = json.loads((Path(name).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    prefix = "transformer.h" if cfg.get("model_type") == "gpt2" else "model.layers"
+    return (prefix, int(n)) if n else None
+
+
+def _sampled_fraction(request: dict) -> float:
+    """Rough share of the blocks that SGLD moves (1.0 = all parameters)."""
+    patterns = request.get("config", {}).get("param_patterns") or []
+    layout = block_layout(request.get("model", {}))
+    if not patterns or not layout:
+        return 1.0
+    return min(1.0, sum(p.startswith(layout[0] + ".") for p in patterns) / layout[1]) or 1.0
+
+
+def cpu_approximation(request: dict, n_train: int, mean_tokens: float, blocks: int = 2) -> dict | None:
+    """A variant of a run request that this CPU can afford, or None when the model's blocks are unknown.
+
+    It samples only the last `blocks` transformer blocks (an approximation, labelled on the results), ranks 16
+    random + 8 most similar training samples, and uses minibatches of 8; chains and draws stay (so findings
+    remain possible). Returns {"request", "seconds", "label", "settings"} (settings: the changed fields)."""
+    layout = block_layout(request["model"])
+    if layout is None:
+        return None
+    prefix, n = layout
+    k = max(1, min(blocks, n))
+    config = {**request["config"], "param_patterns": [f"{prefix}.{i}.*" for i in range(n - k, n)], "batch_size": 8}
+    data = {**request["data"], "n_scored": 16, "nearest_per_query": 8}
+    new = {**request, "config": config, "data": data}
+    cost = estimate_cost(new, n_train, mean_tokens)
+    return {"request": new, "seconds": cost["seconds"],
+            "label": f"only the last {k} of {n} blocks sampled, {cost['n_scored']} samples ranked, minibatch 8",
+            "settings": {"param_patterns": config["param_patterns"], "batch_size": 8, "n_scored": 16,
+                         "nearest_per_query": 8}}
 
 
 def model_params(model: dict) -> float:
@@ -351,7 +407,7 @@ def estimate_cost(request: dict, n_train: int, mean_tokens: float) -> dict:
     n_q = len(request["queries"])
     tokens = max(2.0, min(mean_tokens, data.get("max_length", 64)))
     t_fwd = FORWARD_A + FORWARD_B * model_params(request["model"]) * tokens
-    t_step = 3 * t_fwd * min(cfg.batch_size, n_train)
+    t_step = (1 + 2 * _sampled_fraction(request)) * t_fwd * min(cfg.batch_size, n_train)  # forward + backward
     if data.get("n_scored") is None:
         n_scored = n_train
     else:

@@ -140,6 +140,8 @@ def _prepare(model: ModelSpec, data: DataSpec, queries: list[Query], config: Sam
     scale = scale or ScaleOptions()
     loaded = load_model(model, cache_root, device=device, progress=progress)
     apply_weights_dtype(loaded.model, scale)
+    if progress:
+        progress({"stage": "data"})
     texts = load_texts(data.source)
     max_len = min(data.max_length, loaded.max_length)
     train_all = tokenize_texts(loaded.tokenizer, texts, max_len)
@@ -169,7 +171,8 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
 
     A file lock makes concurrent callers of the same run compute it once. `progress` gets dicts with
     stage, chain, chains, step, steps, draw, draws, sampling_loss, fraction, eta_s; it may raise to cancel. Stages
-    without a chain: 'load' (model and data), 'init' (with run_key, the run's folder; scoring at w*), 'seal'.
+    without a chain: 'load' (the model), 'data' (reading and tokenizing the texts), 'init' (with run_key, the
+    run's folder; scoring at w*), 'seal'.
     Chains are written to disk draw by draw (never held whole in memory). A memory estimate is logged (logger
     "bif") before sampling starts, and a run that cannot fit stops with `bif.core.scale.OutOfMemory`.
 
