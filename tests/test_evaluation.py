@@ -253,3 +253,22 @@ def test_evidence_page_shows_the_small_budget_comparison_as_text(tmp_path, monke
     assert not at.exception
     assert any("EK-FAC's cost" in h.value for h in at.subheader)
     assert any("0.15" in m.value for m in at.markdown)
+
+
+def test_evidence_takeaway_says_only_what_the_numbers_support():
+    from bif.evaluation.report import takeaway
+
+    def row(method, lds, ci, r1, kind="method"):
+        return {"method": method, "label": method.upper(), "kind": kind, "lds": lds, "lds_ci": ci, "recall@1": r1}
+
+    res = {"methods": [row("bif", 0.30, [0.2, 0.4], 0.5), row("tracin", 0.60, [0.5, 0.7], 0.9),
+                       row("ekfac", 0.10, [0.0, 0.2], 0.2), row("word_overlap", 0.35, [0.3, 0.45], 1.0, "reference")],
+           "benchmark": {"train_loss": 0.17, "n_train": 128, "recipe_full": {"steps": 320, "batch_size": 16}}}
+    text = takeaway(res)
+    assert "LDS 0.30, below TRACIN (0.60)" in text  # intervals apart
+    assert "level with (95 % intervals overlap) WORD_OVERLAP (0.35)" in text
+    assert "above all 1 other methods that, like BIF, see only the final weights (EKFAC 0.10)" in text
+    assert "50% of queries by BIF, 90% by TRACIN, 100% by WORD_OVERLAP" in text
+    assert "checkpoints" in text and "loss 0.17 per token after 40 epochs" in text
+    res["methods"] = [m for m in res["methods"] if m["method"] != "tracin"]
+    assert "checkpoints" not in takeaway(res)

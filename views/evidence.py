@@ -4,14 +4,16 @@ Reads results written by `python -m bif.evaluation` (folder `results/`, or $BIF_
 """
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from bif.evaluation import figures
-from bif.evaluation.report import EVAL_JSON, SWEEP_JSON, load_results
+from bif.evaluation.report import EVAL_JSON, SWEEP_JSON, describe_config, load_results, takeaway
 from views import common, exports
+from views.ui.html import md_escape
 
 RESULTS = os.environ.get("BIF_RESULTS", "results")
 COMMAND = "python -m bif.evaluation --out results/"
@@ -28,6 +30,8 @@ small benchmark model where the truth can be checked by retraining.
 * The other methods, for comparison: **TracIn** and **gradient dot product / cosine** (similarity of loss gradients),
   **EK-FAC** (a classical influence function with an approximate Hessian). Grey bars are references, not methods:
   word overlap, random scores, TracIn keeping only its top sample, and an oracle that knows the source.
+  Bars: BIF dark grey, other methods mid grey, references light grey (blue and orange keep their meaning,
+  supports and opposes, on the other pages).
 """
 
 
@@ -56,6 +60,7 @@ def _table(res: dict) -> pd.DataFrame:
 
 def evaluation_section(res: dict) -> None:
     b, s = res["benchmark"], res["lds_setup"]
+    st.info(f"**What this shows.** {md_escape(takeaway(res))}", icon=":material/lightbulb:")
     st.subheader("LDS: does the score predict retraining?")
     st.caption(f"{s['subsets']} random half-subsets of the {b['n_train']}-conversation benchmark set, each retrained "
                f"with the same recipe (seeds {s['seeds']}); {b['n_queries']} paraphrase queries. "
@@ -63,11 +68,10 @@ def evaluation_section(res: dict) -> None:
     exports.chart(figures.lds_bars(res), "bif_evidence_lds")
     st.dataframe(_table(res), hide_index=True, width="stretch")
     with st.expander("Sign convention and what each method computed"):
-        st.text(res["convention"])
-        st.text(b["description"])
-        for r in res["methods"]:
-            if r["info"].get("note"):
-                st.text(f"{r['label']}: {r['info']['note']}")
+        st.markdown(md_escape(res["convention"]))
+        st.markdown(md_escape(b["description"]))
+        st.markdown("\n".join(f"- **{md_escape(r['label'])}**: {md_escape(r['info']['note'])}" for r in res["methods"]
+                               if r["info"].get("note")))
 
     st.subheader("Predicted against actual loss, per subset")
     labels = [r["label"] for r in res["methods"]]
@@ -89,7 +93,8 @@ def evaluation_section(res: dict) -> None:
 
 def sweep_section(sw: dict) -> None:
     st.subheader("BIF across seeds and budgets")
-    st.caption(sw["description"])
+    st.caption(re.sub(r"Base sampler: \{[^}]*\}", "Base sampler: " + describe_config(sw.get("base") or {}),
+                      sw["description"]) if isinstance(sw.get("base"), dict) else sw["description"])
     metric = st.radio("Show", ["mrr", "jaccard", "lds"], horizontal=True,
                       format_func={"mrr": "source MRR", "jaccard": "flagged-set Jaccard", "lds": "LDS"}.get)
     exports.chart(figures.frontier(sw, metric), f"bif_evidence_frontier_{metric}")
@@ -99,6 +104,12 @@ def sweep_section(sw: dict) -> None:
         "Jaccard": _fmt(r["jaccard"]), "LDS": _fmt(r["lds"])} for r in sw["rows"]]), hide_index=True,
         width="stretch")
     st.caption(sw["notes"])
+
+
+def budget_title(stem: str) -> str:
+    """'bif-2x10-seed0' -> 'BIF with 2 chains × 10 draws, seed 0' (the file's own name when it does not parse)."""
+    m = re.fullmatch(r"bif-(\d+)x(\d+)-seed(\d+)", stem)
+    return f"BIF with {m[1]} chains × {m[2]} draws, seed {m[3]}" if m else stem
 
 
 def small_budgets_section(folder: Path) -> None:
@@ -111,7 +122,7 @@ def small_budgets_section(folder: Path) -> None:
     st.caption("Small BIF budgets, each measured with EK-FAC re-timed in the same invocation (commands in "
                f"`{folder}/README.md`). They rank; they are far too small for findings that replicate across seeds.")
     for f in files:
-        with st.expander(f.stem):
+        with st.expander(budget_title(f.stem)):
             st.markdown(f.read_text())
 
 

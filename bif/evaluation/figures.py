@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-COLORS = {"method": "#4C78A8", "reference": "#BAB0AC", "bif": "#F58518"}
+# neutral greys: blue and orange mean supports / opposes everywhere else in the app
+COLORS = {"method": "#8c8c8c", "reference": "#d9d9d9", "bif": "#333333"}
 
 
 def _color(row: dict) -> str:

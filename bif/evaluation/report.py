@@ -9,6 +9,67 @@ EVAL_JSON, EVAL_MD = "evaluation.json", "evaluation.md"
 SWEEP_JSON, SWEEP_MD = "sweep.json", "sweep.md"
 
 
+CHECKPOINT_METHODS = ("tracin",)  # need the training run's checkpoints; every other method sees the final weights only
+
+
+def describe_config(cfg: dict) -> str:
+    """A sampler config in words: 'step size 0.0001, nβ 300, γ 3000, 4 chains × 100 draws, burn-in 50, …'."""
+    return (f"step size {cfg.get('step_size'):g}, nβ {cfg.get('nbeta'):g}, γ {cfg.get('gamma'):g}, "
+            f"{cfg.get('chains')} chains × {cfg.get('draws')} draws, burn-in {cfg.get('burn_in')}, "
+            f"{cfg.get('steps_between')} step(s) between draws, minibatch {cfg.get('batch_size')}, seed {cfg.get('seed')}"
+            + (f", only {', '.join(cfg['param_patterns'])}" if cfg.get("param_patterns") else ""))
+
+
+def takeaway(res: dict) -> str:
+    """What the evaluation shows, in two sentences computed from its numbers (for the Evidence page).
+
+    Compares the best BIF variant's LDS with the best checkpoint method (TracIn), the final-weights-only methods
+    and word overlap; says the training loss per token of the benchmark model (how far it memorised its data)."""
+    rows = [r for r in res["methods"] if r.get("lds") is not None and r["lds"] == r["lds"]]
+    bif = [r for r in rows if r["method"].startswith("bif")]
+    if not bif:
+        return "No BIF result in this evaluation."
+    best = max(bif, key=lambda r: r["lds"])
+    ckpt = [r for r in rows if r["method"] in CHECKPOINT_METHODS]
+    final = [r for r in rows if r["kind"] == "method" and not r["method"].startswith("bif")
+             and r["method"] not in CHECKPOINT_METHODS]
+    words = next((r for r in rows if r["method"] == "word_overlap"), None)
+    parts = [f"Best BIF variant here: {best['label']}, LDS {best['lds']:.2f}"]
+    for r in ckpt + ([words] if words else []):
+        if r["lds"] <= best["lds"]:
+            continue
+        apart = None not in (best["lds_ci"][1], r["lds_ci"][0]) and best["lds_ci"][1] < r["lds_ci"][0]
+        parts.append(f"{'below' if apart else 'level with (95 % intervals overlap)'} {r['label']} ({r['lds']:.2f})")
+    if final:
+        beaten = [r for r in final if r["lds"] < best["lds"]]
+        share = f"all {len(final)}" if len(beaten) == len(final) else f"{len(beaten)} of the {len(final)}"
+        parts.append(f"above {share} other methods that, like BIF, see only the final "
+                     "weights (" + ", ".join(f"{r['label']} {r['lds']:.2f}" for r in final) + ")")
+    text = ", ".join(parts) + "."
+    top = max(bif, key=lambda r: r.get("recall@1") or 0)
+    others = [r for r in ckpt + ([words] if words else []) if r.get("recall@1") is not None]
+    if top.get("recall@1") is not None and others:
+        text += (f" Known source ranked first: {top['recall@1']:.0%} of queries by {top['label']}, "
+                 + ", ".join(f"{r['recall@1']:.0%} by {r['label']}" for r in others) + ".")
+    why = []
+    if ckpt:
+        why.append("TracIn adds up gradient similarities at checkpoints saved during training (it sees the training "
+                   "path); BIF, EK-FAC and gradient similarity see only the final weights")
+    b = res.get("benchmark", {})
+    if b.get("train_loss") is not None:
+        rec = b.get("recipe_full") or {}
+        epochs = rec.get("steps", 0) * rec.get("batch_size", 0) / max(b.get("n_train", 0), 1)
+        fit = f"the benchmark model fits its training data closely (loss {b['train_loss']:.2f} per token" + (
+            f" after {epochs:.0f} epochs" if epochs else "") + ": close to memorised)"
+        if words and words["lds"] > best["lds"]:
+            fit += (" and each query paraphrases one of those conversations, so shared words alone already point "
+                    "at the source")
+        why.append(fit)
+    if why:
+        text += " Why: " + "; ".join(why) + "."
+    return text
+
+
 def _f(x, nd: int = 2) -> str:
     return "n/a" if x is None or x != x else f"{x:.{nd}f}"
 

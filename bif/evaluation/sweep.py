@@ -142,10 +142,12 @@ def sweep(spec: BenchmarkSpec, base: SamplerConfig, cfg: EvalConfig, cache_root:
 
 
 def _result(spec, base, Q, n, rows, t_start, probe=None) -> dict:
+    from bif.evaluation.report import describe_config
+
     return {
         "title": "BIF reproducibility frontier and sensitivity (LDS benchmark)",
         "description": (f"Benchmark model and {Q} paraphrase queries of the evaluation ({n} training samples, all "
-                        f"scored). Base sampler: {base.to_dict()}. Each setting changes the base as named. Cost = "
+                        f"scored). Base sampler: {describe_config(base.to_dict())}. Each setting changes the base as named. Cost = "
                         "chains × (SGLD steps × one gradient step + draws × one scoring pass), with both unit times "
                         "measured by one probe at the end of the sweep on this machine (so every row uses the same "
                         "yardstick; the runs themselves were timed under varying load from other jobs, kept as "
