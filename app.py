@@ -20,6 +20,7 @@ st.set_page_config(page_title="BIF Explorer", page_icon=":material/search:", lay
 PAGES = [
     st.Page("views/run.py", title="Run", icon=":material/play_circle:", default=True),
     st.Page("views/influence.py", title="Influence", icon=":material/target:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("views/diagnostics.py", title="Diagnostics", icon=":material/monitor_heart:"),
     st.Page("views/runs.py", title="Runs", icon=":material/folder_open:"),
     st.Page("views/evidence.py", title="Evidence", icon=":material/science:"),

@@ -333,3 +333,26 @@ def test_smollm2_gets_its_preset_and_a_cost_said_before_start(tiny_run, monkeypa
     assert at.text_input(key="cfg.smollm2-gpu.param_patterns").value == "model.layers.28.*, model.layers.29.*"
     at.radio(key="model_choice").set_value("demo").run()
     assert at.selectbox(key="preset").value == "demo-cpu"
+
+
+@pytest.fixture(scope="module")
+def two_query_run(tiny_lm, tiny_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("two")
+    run = bif.compute_run(bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(tiny_corpus), n_scored=None),
+                          [bif.Query("User: what is 3 plus 4?\nBot:", " 7"), bif.Query("User: what is 6 plus 2?\nBot:",
+                                                                                        " 8")],
+                          bif.preset("smoke"), cache_root=root)
+    return root, run
+
+
+def test_compare_page_puts_two_queries_side_by_side(two_query_run, tiny_run):
+    cache, run = two_query_run
+    at = app(cache, "views/compare.py", run=run.key)
+    assert at.query_params["q2"] == "1" and not at.error
+    body = html(at)
+    assert body.count('class="bif-card') == 6  # 3 supporting samples per side
+    assert "bif-tok" in body and at.success and "completion" in at.success[0].value
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["training sample", "left: support", "right: support", "text"] and len(table)
+    at = app(tiny_run[0], "views/compare.py", run=tiny_run[1].key)
+    assert "has one query" in at.info[0].value

@@ -107,3 +107,18 @@ def test_query_fit_compares_the_completion_with_the_training_texts():
     assert fit.outside == (2.0 > np.quantile(per_text, 0.95))
     t.init["query"][:] = 30.0
     assert query_fit(t, 0).outside
+
+
+def test_contrast_names_where_each_completion_came_from():
+    ids, texts = [110, 7, 9], ["favourite number seven", "capital of France", "c"]
+    a = scores([0.6, 0.1, -0.2], [True, False, False])
+    b = scores([0.1, 0.5, -0.2], [False, True, False])
+    c = findings.contrast(a, b, ids, texts)
+    assert c.sentence == ("The first completion came from #110 'favourite number seven'; the second from #7 "
+                          "'capital of France' — different training texts.")
+    assert c.rows == [0, 1]
+    assert "Both completions draw on the same training text: #110" in findings.contrast(a, a, ids, texts).sentence
+    none = scores([0.3, 0.2, -0.1], [False] * 3)
+    c = findings.contrast(none, none, ids, texts, k=1)
+    assert c.sentence.startswith("Neither completion") and c.rows == [0, 2]
+    assert "for the second completion no training text stands out" in findings.contrast(a, none, ids, texts).sentence

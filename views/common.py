@@ -21,8 +21,8 @@ from bif.layout import RunFiles, Store
 from bif.service import jobs
 
 log = logging.getLogger("bif.app")
-VIEW_KEYS = ("run", "q", "token", "span", "sample", "job", "by", "k")
-INT_KEYS = ("q", "token", "sample", "k")
+VIEW_KEYS = ("run", "q", "token", "span", "sample", "job", "by", "k", "q2", "run2")
+INT_KEYS = ("q", "token", "sample", "k", "q2")
 
 
 def cache_root() -> Path:

@@ -105,3 +105,47 @@ def carriers(tokens: Scores, share: float = CARRIER_SHARE, limit: int = MAX_CARR
         if held >= share * abs(total):
             break
     return sorted(out)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Two rankings over the same training samples (two queries, or two runs with the same ranked set).
+
+    rows: the samples worth showing side by side (those that stand out in either, else the k most supporting and
+    k most opposing of each),
+    strongest first. sentence: what a presenter would say ('this answer came from here, that one from there')."""
+
+    sentence: str
+    rows: list[int]
+
+
+def contrast(a: Scores, b: Scores, train_ids: list[int], texts: list[str], names=("the first", "the second"),
+             k: int = 3) -> Contrast:
+    """Compare the rankings `a` and `b` (shape (n,), same samples in the same order). Plain text (escape it)."""
+    sa, sb = (np.nan_to_num(np.asarray(s.support, dtype=float)) for s in (a, b))
+    siga, sigb = (np.asarray(s.significant, dtype=bool) for s in (a, b))
+    rows = [int(i) for i in np.flatnonzero(siga | sigb)]
+    if not rows:
+        rows = sorted({int(i) for s in (a, b) for i in list(s.top(k)) + list(s.top(k, "oppose"))})
+    rows.sort(key=lambda i: -max(abs(sa[i]), abs(sb[i])))
+
+    def source(s, sig):
+        best = [i for i in np.argsort(-s, kind="stable") if sig[i] and s[i] > 0]
+        return int(best[0]) if best else None
+
+    ia, ib = source(sa, siga), source(sb, sigb)
+    label = lambda i: f"#{train_ids[i]} {_quote(texts[i], 40)}"  # noqa: E731
+    if ia is None and ib is None:
+        sentence = ("Neither completion has a supporting training text that stands out of the noise: the two lists "
+                    "below are patterns, not findings.")
+    elif ia is not None and ib is not None and ia == ib:
+        sentence = f"Both completions draw on the same training text: {label(ia)}."
+    elif ia is not None and ib is not None:
+        sentence = (f"{names[0].capitalize()} completion came from {label(ia)}; {names[1]} from {label(ib)} — "
+                    "different training texts.")
+    else:
+        found, other = (ia, names[1]) if ia is not None else (ib, names[0])
+        which = names[0] if ia is not None else names[1]
+        sentence = (f"{which.capitalize()} completion came from {label(found)}; for {other} completion no "
+                    "training text stands out of the noise.")
+    return Contrast(sentence, rows)
