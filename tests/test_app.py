@@ -166,6 +166,15 @@ def test_diagnostics_page(tiny_run):
     assert list(table["recommended"])[0] == "< 1.01" and "Vehtari" in "".join(m.value for m in at.markdown)
 
 
+def test_image_buttons_without_chromium_are_disabled_and_say_why(tiny_run, monkeypatch):
+    cache, run = tiny_run
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    at = app(cache, "views/diagnostics.py", run=run.key)
+    images = [b for b in at.get("download_button") if b.proto.label in ("PNG", "SVG")]
+    assert len(images) == 2 and all(b.proto.disabled and "apt-get install chromium" in b.proto.help for b in images)
+    assert not at.exception
+
+
 def test_runs_page_lists_opens_and_deletes(tiny_run, tmp_path):
     cache, run = tiny_run
     root = tmp_path / "cache"
