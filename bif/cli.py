@@ -310,6 +310,10 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bench(args) -> None:
+    if args.interactive:
+        from bench.interactive import main as interactive_main
+
+        return interactive_main(args)
     from bench.benchmark import main as bench_main
 
     bench_main(args)
@@ -385,6 +389,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="measure the preset with a setting changed")
     b.add_argument("--basin", metavar="MODEL", help="only a 30-step chain of the preset on MODEL (e.g. smollm2), "
                    "printing its sampling loss: does the preset keep that model in its basin?")
+    b.add_argument("--interactive", action="store_true", help="only the interactive figures: first provisional "
+                   "result, ask latency (stored draws vs replay vs a run), whole-set ranking, disk, estimate error, "
+                   "the trust frontier of growing runs on the held-out TEST queries")
+    b.add_argument("--replay", action="store_true", help="with --interactive: also measure a replay (minutes)")
+    b.add_argument("--no-frontier", action="store_true", help="with --interactive: skip the trust frontier")
     b.set_defaults(fn=cmd_bench)
     return p
 

@@ -1,0 +1,24 @@
+"""bench/interactive.py measures what it says, on the tiny model: a job's first provisional result comes before its
+end, a new question is answered from stored draws, the rest of the training set is ranked, disk adds up."""
+
+import bif
+from bench import interactive
+from bif.service import jobs
+
+QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
+
+
+def test_interactive_measurements_on_a_tiny_run(tiny_lm, tiny_corpus, tmp_path):
+    data = bif.DataSpec(str(tiny_corpus), n_scored=10)
+    request = jobs.make_request("run", bif.ModelSpec(str(tiny_lm)).to_dict(), data.to_dict(), [QUERY.to_dict()],
+                                bif.preset("smoke", draws=20).to_dict(), tmp_path)
+    r = interactive.first_provisional(str(tmp_path), request, poll_s=0.05)
+    assert r["first_provisional_s"] is not None and 0 < r["first_provisional_s"] <= r["actual_s"]
+    run = bif.open_run(tmp_path / "runs" / r["run_key"])
+    a = interactive.ask_latency(run, str(tmp_path), asked=("what is 1 plus 2?", "what is 2 plus 5?", ""), answer=" 3")
+    assert a["draws_warm_s"] > 0 and a["draws_cold_s"] > 0 and a["replay_estimate_s"] > 0
+    k = interactive.rank_time(bif.open_run(run.dir), str(tmp_path))
+    assert k["rows"] == 40 - len(run.train_ids) > 0 and k["ranked"] == 40
+    d = interactive.disk(run.dir)
+    assert d["draws"] > 0 and d["chains"] > 0 and d["states"] > 0
+    assert abs(d["total"] - sum(v for key, v in d.items() if key != "total")) < 1e-9
