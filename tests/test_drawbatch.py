@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import bif
-from bif.core.draws import ChainDraws, draws_name, score_at_draws
+from bif.core.draws import ChainDraws, score_at_draws
+from bif.layout import draws_name
 from bif.core.drawbatch import draws_per_pass, lm_losses_at_draws
 
 QUERIES = [bif.Query("User: what is 3 plus 4?\nBot:", " 7"), bif.Query("User: what is 12 plus 30?\nBot:", " 42")]
