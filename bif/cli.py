@@ -66,7 +66,8 @@ def cmd_run(args) -> int | None:
     from bif.lm.data import DataSpec, Query
     from bif.dist.distributed import cli_setup
     from bif.lm.models import ModelSpec
-    from bif.store.runs import compute_run
+    from bif.store.request import RunRequest
+    from bif.store.runs import compute
 
     model = ModelSpec(args.model, trust_remote_code=args.trust_remote_code)
     data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
@@ -85,8 +86,8 @@ def cmd_run(args) -> int | None:
         torch.distributed.broadcast_object_list(box, src=0)
         args.completion = box[0]
     close, progress = _bar() if dist.is_main else (None, None)
-    run = compute_run(model, data, [Query(args.prompt, args.completion)], config, args.cache, progress,
-                      scale=scale, dist=dist)
+    request = RunRequest(model, data, (Query(args.prompt, args.completion),), config, scale)
+    run = compute(request, args.cache, progress, dist=dist)
     if not dist.is_main:
         return None
     close()

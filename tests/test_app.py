@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import bif
-from tests.tiny import TEXTS, write_corpus
+from tests.tiny import TEXTS, write_corpus, job_spec
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 SCRIPT = "<script>window.__pwned=1</script> <img src=x onerror=alert(1)>"
@@ -230,7 +230,7 @@ def test_run_page_watches_a_job(tiny_run, tiny_lm, tiny_corpus):
     from bif.service import jobs
 
     cache, run = tiny_run
-    req = jobs.make_request("run", bif.ModelSpec(str(tiny_lm)).to_dict(), {}, [], {}, cache)
+    req = job_spec("run", bif.ModelSpec(str(tiny_lm)).to_dict(), {}, [], {}, cache)
     job_id = jobs.create_job(req, cache)
     d = jobs.job_dir(job_id, cache)
     (d / "progress.json").write_text(json.dumps({"stage": "sample", "chain": 0, "chains": 2, "draw": 3, "draws": 10,
@@ -271,7 +271,7 @@ def test_a_finished_job_opens_its_run(tiny_run):
     from bif.service import jobs
 
     cache, run = tiny_run
-    job_id = jobs.create_job(jobs.make_request("run", {}, {}, [], {}, cache), cache)
+    job_id = jobs.create_job(job_spec("run", {}, {}, [], {}, cache), cache)
     status = {"state": "done", "result": {"run_key": run.key, "query": 0}}
     (jobs.job_dir(job_id, cache) / "status.json").write_text(json.dumps(status))
     at = app(cache, job=job_id)  # e.g. the page was reloaded after the job finished
@@ -305,9 +305,9 @@ def test_sidebar_and_job_panel_show_the_same_stage(tiny_run, tiny_lm, tiny_corpu
     from bif.service import jobs
 
     cache, _ = tiny_run
-    req = jobs.make_request("run", bif.ModelSpec(str(tiny_lm)).to_dict(), bif.DataSpec(str(tiny_corpus)).to_dict(),
-                            [bif.Query("User: what is 2 plus 2?\nBot:", " 4").to_dict()], bif.preset("smoke").to_dict(),
-                            cache, preset="smoke")
+    req = job_spec("run", bif.ModelSpec(str(tiny_lm)).to_dict(), bif.DataSpec(str(tiny_corpus)).to_dict(),
+                   [bif.Query("User: what is 2 plus 2?\nBot:", " 4").to_dict()], bif.preset("smoke").to_dict(),
+                   cache, preset="smoke")
     job_id = jobs.create_job(req, cache)
     d = jobs.job_dir(job_id, cache)
     (d / "progress.json").write_text(json.dumps({"stage": "init", "n": 41, "fraction": 0.0}))

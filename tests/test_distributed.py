@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import bif
+from tests.tiny import job_spec
+from bif.store.request import RunRequest
 from bif.dist import distributed
 from bif.store import runs
 from bif.dist.distributed import Dist, ReplicaMismatch, make_plan
@@ -58,7 +60,7 @@ def test_shards_are_the_single_process_scoring_batches(tiny_lm, tiny_corpus):
 
 def _prepared(tiny_lm, tiny_corpus, cache, **cfg):
     model, data, queries, cfg = request(tiny_lm, tiny_corpus, **cfg)
-    prep = runs._prepare(model, data, queries, cfg, Path(cache), None, torch.device("cpu"))
+    prep = runs.prepare(RunRequest(model, data, tuple(queries), cfg), Path(cache), None, torch.device("cpu"))
     run_dir = Path(cache) / "runs" / prep.key
     run_dir.mkdir(parents=True)
     observed = {"train": prep.scored, "query": prep.queries}
@@ -168,8 +170,8 @@ def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tin
     run = bif.compute_run(model, data, queries, cfg, cache_root=tmp_path / "one")
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     one = bif.add_queries(run, [OTHER], cache_root=tmp_path / "one")
-    req = jobs.make_request("replay", model.to_dict(), data.to_dict(), [OTHER.to_dict()], cfg.to_dict(),
-                            tmp_path / "two", run_key=run.key)
+    req = job_spec("replay", model.to_dict(), data.to_dict(), [OTHER.to_dict()], cfg.to_dict(),
+                   tmp_path / "two", run_key=run.key)
     assert jobs.default_procs(req) == min(2, os.cpu_count() or 1), "a replay spreads its chains like a run"
     job = jobs.create_job(req, tmp_path / "two")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 
 import bif
+from tests.tiny import job_spec
 from bif.core.trace import open_chain
 from bif.service import jobs
 from bif.layout import GROWS_FROM
@@ -25,8 +26,8 @@ def _computing(tiny_run, tmp_path, written=6):
     with open(chain, "r+b") as f:
         os.pwrite(f.fileno(), np.array([written], dtype=np.int64).tobytes(), counter.offset)
     chain.rename(d / "chain_001.partial")
-    job_id = jobs.create_job(jobs.make_request("run", run.request["model"], run.request["data"],
-                                               run.request["queries"], run.request["config"], root), root)
+    job_id = jobs.create_job(job_spec("run", run.request["model"], run.request["data"],
+                                      run.request["queries"], run.request["config"], root), root)
     jd = jobs.job_dir(job_id, root)
     (jd / "progress.json").write_text(json.dumps({"stage": "sample", "chain": 1, "chains": 2, "draw": written,
                                                   "draws": 10, "step": written + 5, "steps": 15, "fraction": 0.8,
@@ -74,7 +75,8 @@ def test_sample_more_continues_the_run_with_twice_the_draws(tiny_run, tmp_path, 
     button.click().run()
     assert not at.exception and len(started) == 1
     request = started[0]
-    assert request["config"] == {**run.request["config"], "draws": 20} and request["queries"] == run.request["queries"]
+    assert request.run.config.to_dict() == {**run.request["config"], "draws": 20} and \
+        request.run.to_json()["queries"] == run.request["queries"]
     job_id = jobs.create_job(request, root)  # what the worker does with it, in this process
     assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
     grown = jobs.job_status(job_id, root)["result"]["run_key"]

@@ -1,5 +1,6 @@
 """Background jobs: a real worker process to the end, replay, cancel, errors, dead workers, cache look-up, cost."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import time
 import pytest
 
 import bif
+from tests.tiny import job_spec
 from bif.store import catalog
 from bif.service import jobs
 
@@ -18,8 +20,7 @@ QUERY = {"prompt": "User: what is 3 plus 4?\nBot:", "completion": " 7"}
 def request(tiny_lm, tiny_corpus, root, kind="run", queries=(QUERY,), **config):
     cfg = bif.preset("smoke", **config).to_dict()
     data = bif.DataSpec(str(tiny_corpus), n_scored=None).to_dict()
-    return jobs.make_request(kind, bif.ModelSpec(str(tiny_lm)).to_dict(), data, list(queries), cfg, root,
-                             preset="smoke")
+    return job_spec(kind, bif.ModelSpec(str(tiny_lm)).to_dict(), data, list(queries), cfg, root, preset="smoke")
 
 
 def wait(job_id, root, timeout=180):
@@ -44,7 +45,7 @@ def test_worker_process_runs_to_done_with_progress(tiny_lm, tiny_corpus, tmp_pat
     assert p["fraction"] == 1.0 and p["chains"] == 2
     assert set(p["history"]) == {"0", "1"} and all(len(h) >= 2 for h in p["history"].values())
     assert [j["id"] for j in jobs.list_jobs(tmp_path)] == [job_id]
-    assert catalog.find_cached(req, tmp_path) == {"run_key": run.key, "query": 0, "exact": True}
+    assert catalog.find_cached(req.run, tmp_path) == {"run_key": run.key, "query": 0, "exact": True}
 
 
 def test_replay_job_adds_a_query_to_a_cached_run(tiny_run, tiny_lm, tiny_corpus, tmp_path):
@@ -53,12 +54,12 @@ def test_replay_job_adds_a_query_to_a_cached_run(tiny_run, tiny_lm, tiny_corpus,
     shutil.copytree(cache, root)
     new = {"prompt": "User: what is 2 plus 2?\nBot:", "completion": " 4"}
     req = request(tiny_lm, tiny_corpus, root, queries=[new])
-    assert catalog.find_cached(req, root) == {"run_key": run.key, "exact": False}
-    job_id = jobs.create_job({**req, "kind": "replay", "run_key": run.key}, root)
+    assert catalog.find_cached(req.run, root) == {"run_key": run.key, "exact": False}
+    job_id = jobs.create_job(dataclasses.replace(req, kind="replay", run_key=run.key), root)
     assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
     s = jobs.job_status(job_id, root)
     assert s["result"] == {"run_key": run.key, "query": 1}
-    assert catalog.find_cached(req, root) == {"run_key": run.key, "query": 1, "exact": True}
+    assert catalog.find_cached(req.run, root) == {"run_key": run.key, "query": 1, "exact": True}
 
 
 def test_cancel_stops_the_job(tiny_lm, tiny_corpus, tmp_path):
@@ -80,7 +81,7 @@ def test_internal_error_is_generic(tiny_lm, tiny_corpus, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(bif.store.runs, "compute_run", boom)
+    monkeypatch.setattr(bif.store.runs, "compute", boom)
     job_id = jobs.create_job(request(tiny_lm, tiny_corpus, tmp_path), tmp_path)
     jobs.run_job(jobs.job_dir(job_id, tmp_path))
     s = jobs.job_status(job_id, tmp_path)
@@ -125,10 +126,11 @@ def test_changed_training_file_is_not_reused(tiny_run, tiny_lm, tiny_corpus, tmp
     corpus = tmp_path / "train.txt"
     shutil.copy(tiny_corpus, corpus)
     req = request(tiny_lm, tiny_corpus, root)
-    assert catalog.find_cached(req, root)["exact"]
-    assert catalog.find_cached(request(tiny_lm, corpus, root), root) is None  # other path
-    assert catalog.find_cached({**req, "config": bif.preset("smoke", seed=1).to_dict()}, root) is None
-    assert catalog.find_cached({**req, "config": bif.preset("smoke", score_batch_size=7).to_dict()}, root)["exact"]
+    assert catalog.find_cached(req.run, root)["exact"]
+    assert catalog.find_cached(request(tiny_lm, corpus, root).run, root) is None  # other path
+    assert catalog.find_cached(dataclasses.replace(req.run, config=bif.preset("smoke", seed=1)), root) is None
+    assert catalog.find_cached(dataclasses.replace(req.run, config=bif.preset("smoke", score_batch_size=7)),
+                               root)["exact"]
 
 
 def test_cost_estimate_scales_with_the_work(tiny_lm, tiny_corpus, tmp_path):
@@ -137,8 +139,8 @@ def test_cost_estimate_scales_with_the_work(tiny_lm, tiny_corpus, tmp_path):
     replay = jobs.estimate_cost(request(tiny_lm, tiny_corpus, tmp_path, kind="replay", draws=100), 40, 12)
     assert 0 < small["seconds"] < big["seconds"] and replay["scoring_s"] < big["scoring_s"]
     assert small["n_scored"] == 40
-    demo = jobs.make_request("run", {"name_or_path": "smollm2"}, bif.DataSpec().to_dict(), [QUERY],
-                             bif.preset("demo-cpu").to_dict(), tmp_path)
+    demo = job_spec("run", {"name_or_path": "smollm2"}, bif.DataSpec().to_dict(), [QUERY],
+                    bif.preset("demo-cpu").to_dict(), tmp_path)
     assert jobs.estimate_cost(demo, 2000, 60)["seconds"] > 600  # a 135 M model at demo-cpu is slow on a CPU
     assert jobs.format_seconds(30) == "30 s" and jobs.format_seconds(600) == "10 min"
 
@@ -146,12 +148,12 @@ def test_cost_estimate_scales_with_the_work(tiny_lm, tiny_corpus, tmp_path):
 def test_cpu_approximation_samples_the_last_blocks_and_costs_less(tiny_lm):
     from bif.service import jobs
 
-    req = jobs.make_request("run", {"name_or_path": "smollm2"}, bif.DataSpec("demo").to_dict(),
-                            [{"prompt": "a", "completion": " b"}], bif.preset("smollm2-gpu").to_dict(), "cache")
+    req = job_spec("run", {"name_or_path": "smollm2"}, bif.DataSpec("demo").to_dict(),
+                   [{"prompt": "a", "completion": " b"}], bif.preset("smollm2-gpu").to_dict(), "cache")
     full = jobs.estimate_cost(req, 2000, 40)["seconds"]
     approx = jobs.cpu_approximation(req, 2000, 40)
-    assert approx["request"]["config"]["param_patterns"] == ["model.layers.28.*", "model.layers.29.*"]
+    assert list(approx["spec"].run.config.param_patterns) == ["model.layers.28.*", "model.layers.29.*"]
     assert approx["seconds"] < full / 3 and "last 2 of 30 blocks" in approx["label"]
-    assert bif.SamplerConfig.from_dict(approx["request"]["config"]).is_approximate
-    assert jobs.block_layout({"name_or_path": str(tiny_lm)}) == ("model.layers", 1)
-    assert jobs.block_layout({"name_or_path": "/nowhere"}) is None
+    assert approx["spec"].run.config.is_approximate
+    assert jobs.block_layout(bif.ModelSpec(str(tiny_lm))) == ("model.layers", 1)
+    assert jobs.block_layout(bif.ModelSpec("/nowhere")) is None

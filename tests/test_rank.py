@@ -2,12 +2,14 @@
 a run ranking all of them records (float32 draws: to float32 rounding); resumable chain by chain; in the app a
 button, and the approximation note goes once done."""
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 
 import bif
+from tests.tiny import job_spec
 from bif.core import influence
 from bif.errors import ConfigError
 from bif.store.rank import rank_all, ranked_dir, unranked
@@ -81,7 +83,7 @@ def test_influence_page_offers_ranking_and_drops_the_note_once_done(subset_run, 
     at = app(root, "views/influence.py", run=some.key)
     assert any("an approximation" in i.value for i in at.info)
     at.button(key=f"rank-{some.key}").click().run()
-    assert started and started[0]["kind"] == "rank" and started[0]["run_key"] == some.key
+    assert started and started[0].kind == "rank" and started[0].run_key == some.key
     job_id = jobs.create_job(started[0], root)
     assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
     at = app(root, "views/influence.py", run=some.key)
@@ -96,10 +98,11 @@ def test_a_finished_demo_run_goes_on_to_rank_every_conversation(subset_run, monk
     cache, some, every = subset_run
     started = []
     monkeypatch.setattr(jobs, "start_job", lambda request, cache_root: started.append(request) or "job-1")
-    req = jobs.make_request("run", some.request["model"], {"source": "demo"}, [QUERY.to_dict()],
-                            some.request["config"], cache)
+    req = job_spec("run", some.request["model"], {"source": "demo"}, [QUERY.to_dict()],
+                   some.request["config"], cache)
     jobs._rank_afterwards(req, every)  # ranks everything already: nothing to do
-    jobs._rank_afterwards({**req, "data": {"source": "mine.txt"}}, some)  # not the demo: on request only
+    jobs._rank_afterwards(dataclasses.replace(req, run=dataclasses.replace(req.run, data=bif.DataSpec("mine.txt"))),
+                          some)  # not the demo: on request only
     assert not started
     jobs._rank_afterwards(req, some)
-    assert [(r["kind"], r["run_key"]) for r in started] == [("rank", some.key)]
+    assert [(r.kind, r.run_key) for r in started] == [("rank", some.key)]

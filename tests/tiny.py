@@ -31,3 +31,12 @@ def make_tiny_lm(out: Path, texts: list[str] = TEXTS, seed: int = 0) -> Path:
 def write_corpus(path: Path, texts: list[str] = TEXTS) -> Path:
     path.write_text("\n\n".join(texts))  # blank lines separate examples that span lines
     return path
+
+
+def job_spec(kind, model: dict, data: dict, queries: list, config: dict, root, run_key=None, preset=None):
+    """A bif.service.jobspec.JobSpec from plain dicts (as a run's request.json holds them)."""
+    from bif.service.jobspec import JobSpec
+    from bif.store.request import RunRequest
+
+    request = RunRequest.from_json({"model": model, "data": data, "queries": list(queries), "config": config})
+    return JobSpec(kind, request, str(root), run_key=run_key, preset=preset)

@@ -14,7 +14,7 @@ import time
 import streamlit as st
 
 import bif
-from bif.service import jobs
+from bif.service import jobs, jobspec
 from bif.store.replay import draws_note, query_method, replay_estimate_s
 from views import common
 from views.ui import html as ui
@@ -40,9 +40,8 @@ def _ask(run: bif.Run, method: str) -> None:
         raise bif.BIFError("Type both a prompt and the completion to explain.")
     query = bif.Query(prompt, completion)
     if method == "replay":
-        request = jobs.make_request("replay", run.request["model"], run.request["data"], [query.to_dict()],
-                                    run.request["config"], common.cache_root(), run_key=run.key)
-        common.set_view(job=jobs.start_job(request, common.cache_root()))
+        spec = jobspec.ask_job_spec(run, [query], common.cache_root())
+        common.set_view(job=jobs.start_job(spec, common.cache_root()))
         st.session_state["ask_result"] = ("replay", None)
         return
     t0 = time.perf_counter()

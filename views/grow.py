@@ -10,22 +10,16 @@ from __future__ import annotations
 import streamlit as st
 
 import bif
-from bif.service import jobs
+from bif.service import jobs, jobspec
 from bif.store.grow import growth_estimate_s, state_name
 from views import common
 
 MAX_DRAWS = 100_000  # SamplerConfig's limit
 
 
-def grow_request(run: bif.Run, draws: int) -> dict:
-    """The job request of run `run` with `draws` draws per chain (everything else as the run)."""
-    return jobs.make_request("run", run.request["model"], run.request["data"], run.request["queries"],
-                             run.config.replace(draws=draws).to_dict(), common.cache_root())
-
-
 @common.callback
-def _start(request: dict) -> None:
-    common.set_view(job=jobs.start_job(request, common.cache_root()))
+def _start(spec: jobspec.JobSpec) -> None:
+    common.set_view(job=jobs.start_job(spec, common.cache_root()))
 
 
 def sample_more(run: bif.Run) -> None:
@@ -34,11 +28,11 @@ def sample_more(run: bif.Run) -> None:
     target = min(2 * cfg.draws, MAX_DRAWS)
     if target <= cfg.draws or not (run.dir / state_name(0)).exists():
         return
-    request = grow_request(run, target)
-    seconds = jobs.WORKER_START_S + growth_estimate_s(run.dir, target, jobs.default_procs(request))
+    spec = jobspec.grow_job_spec(run, target, common.cache_root())
+    seconds = jobs.WORKER_START_S + growth_estimate_s(run.dir, target, jobs.default_procs(spec))
     c1, c2 = st.columns([1, 2])
     c1.button(f"Sample more: {cfg.draws} → {target} draws per chain", key=f"grow-{run.key}", on_click=_start,
-              args=(request,), icon=":material/add_circle:",
+              args=(spec,), icon=":material/add_circle:",
               help="Continues every chain from where it stopped: nothing is sampled twice, and the result equals a "
                    "fresh run with that many draws. Error bars shrink by about 1/√2.")
     c2.caption(f"About {jobs.format_seconds(seconds)} (from this run's own speed). Provisional results show here "

@@ -34,11 +34,11 @@ def status_line(s: dict) -> str:
 
 def what(s: dict) -> str:
     """'model · query' of a job's request (plain text)."""
-    req = s.get("request") or {}
-    q = (req.get("queries") or [{}])[0]
-    model = (req.get("model") or {}).get("name_or_path", "?")
+    spec = s.get("spec")
+    q = spec.query if spec else None
+    model = spec.run.model.name_or_path if spec else "?"
     return f"{common.short(Path(str(model)).name or model, 40)} · " \
-           f"{common.query_label(q.get('prompt', ''), q.get('completion', ''), 40, 30)}"
+           f"{common.query_label(q.prompt if q else '', q.completion if q else '', 40, 30)}"
 
 
 def sidebar_line(job_id: str) -> None:
@@ -92,12 +92,12 @@ def _body(job_id: str, was_active: bool) -> None:
         st.rerun(scope="app")  # stop polling and refresh the sidebar
     p = s["progress"]
     kind = {"replay": "Replay for a new query", "rank": "Ranking the whole training set"}.get(
-        (s["request"] or {}).get("kind"), "Run")
+        s["spec"].kind if s["spec"] else None, "Run")
     with st.container(border=True):
         st.markdown(f"**{kind}** · job `{job_id}` · **{md_escape(status_line(s))}**  \n{md_escape(what(s))}")
         if s["state"] in jobs.ACTIVE:
             st.progress(min(max(float(p.get("fraction", 0.0)), 0.0), 1.0), text=describe(p))
-            if (s["request"] or {}).get("kind") == "run":
+            if s["spec"] and s["spec"].kind == "run":
                 st.page_link("views/influence.py", label="Provisional results, while it samples: Influence page",
                              icon=":material/target:")
             st.button("Cancel", key=f"cancel-{job_id}", on_click=jobs.cancel_job, args=(job_id, common.cache_root()),
@@ -115,7 +115,7 @@ def _body(job_id: str, was_active: bool) -> None:
             st.error(s["message"] or "The job failed.", icon=":material/error:")
         history = p.get("history") or {}
         if history:
-            cfg = (s["request"] or {}).get("config") or {}
+            cfg = s["spec"].run.config.to_dict() if s["spec"] else {}
             steps = cfg.get("burn_in", 0) + cfg.get("draws", 0) * cfg.get("steps_between", 1)
             fig = render.loss_figure(render.history_curves(history), burn_in=cfg.get("burn_in"),
                                      total_steps=steps or None,

@@ -27,8 +27,7 @@ def live_job() -> dict | None:
         s = jobs.job_status(job, common.cache_root())
     except ValueError:
         return None
-    req = s.get("request") or {}
-    if s["state"] not in jobs.ACTIVE or req.get("kind") != "run" or not s["progress"].get("run_key"):
+    if s["state"] not in jobs.ACTIVE or not s["spec"] or s["spec"].kind != "run" or not s["progress"].get("run_key"):
         return None
     return s
 

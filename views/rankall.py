@@ -7,7 +7,7 @@ import streamlit as st
 
 import bif
 from bif.core.draws import open_draws
-from bif.service import jobs
+from bif.service import jobs, jobspec
 from bif.store.rank import unranked
 from views import common
 from views.jobview import describe
@@ -16,23 +16,20 @@ from views.jobview import describe
 def rank_job(run: bif.Run) -> dict | None:
     """The active job ranking this run's other training texts, if any."""
     return next((j for j in jobs.list_jobs(common.cache_root(), active_only=True)
-                 if (j["request"] or {}).get("kind") == "rank" and j["request"].get("run_key") == run.key), None)
+                 if j["spec"] and j["spec"].kind == "rank" and j["spec"].run_key == run.key), None)
 
 
 def rank_estimate_s(run: bif.Run, rows: int) -> float:
     """Seconds to score `rows` texts at every stored draw: the run's own scoring speed (its losses at w* took one
     forward pass per ranked text) is not recorded, so this uses the cost model of bif.service.jobs."""
-    t_fwd = jobs.FORWARD_A + jobs.FORWARD_B * jobs.model_params(run.request["model"]) * \
-        float(run.request["data"].get("max_length", 64)) / 2
-    request = {"config": run.request["config"]}
-    return jobs.WORKER_START_S + run.config.chains * run.config.draws * rows * t_fwd / jobs.default_procs(request)
+    spec = jobspec.rank_job_spec(run, common.cache_root())
+    t_fwd = jobs.FORWARD_A + jobs.FORWARD_B * jobs.model_params(spec.run.model) * spec.run.data.max_length / 2
+    return jobs.WORKER_START_S + run.config.chains * run.config.draws * rows * t_fwd / jobs.default_procs(spec)
 
 
 @common.callback
 def _start(run: bif.Run) -> None:
-    jobs.start_job(jobs.make_request("rank", run.request["model"], run.request["data"], run.request["queries"][:1],
-                                     run.request["config"], common.cache_root(), run_key=run.key),
-                   common.cache_root())
+    jobs.start_job(jobspec.rank_job_spec(run, common.cache_root()), common.cache_root())
 
 
 def rank_box(run: bif.Run) -> None:

@@ -10,7 +10,8 @@ import streamlit as st
 
 import bif
 from bif.store import catalog
-from bif.service import jobs
+from bif.service import jobs, jobspec
+from bif.store.request import RunRequest
 from bif.core.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES, preset_for
 from bif.layout import BUILD_INFO, model_config
 from bif.lm.data import scored_indices
@@ -108,7 +109,8 @@ def restore_form(job_id: str | None) -> None:
     if not job_id or st.session_state.get("form_job") == job_id:
         return
     st.session_state["form_job"] = job_id
-    req = jobs.job_status(job_id, common.cache_root()).get("request") or {}
+    spec = jobs.job_status(job_id, common.cache_root()).get("spec")
+    req = {"kind": spec.kind, "preset": spec.preset, **spec.run.to_json()} if spec else {}
     try:
         _fill_form(req)
     except (KeyError, TypeError, AttributeError):  # an older or partial request: keep the form as it is
@@ -231,7 +233,7 @@ def query_section(model: bif.ModelSpec) -> bif.Query:
     return bif.Query(st.session_state["prompt"], st.session_state["completion"])
 
 
-def sampler_section(model: bif.ModelSpec) -> tuple[str, dict]:
+def sampler_section(model: bif.ModelSpec) -> tuple[str, bif.SamplerConfig]:
     st.subheader("4 · Sampler")
     smollm2 = model.name_or_path == "smollm2"
     st.session_state.setdefault("preset", preset_for(model.name_or_path))
@@ -272,7 +274,7 @@ def sampler_section(model: bif.ModelSpec) -> tuple[str, dict]:
     if bad:
         raise bif.BIFError("Advanced sampler settings: " + "; ".join(bad) + ".")
     cfg = bif.SamplerConfig.from_dict(values)  # ConfigError (a BIFError) says what is out of range
-    return name if cfg == base else f"{name} (modified)", cfg.to_dict()
+    return name if cfg == base else f"{name} (modified)", cfg
 
 
 def use_approximation(settings: dict) -> None:
@@ -292,11 +294,11 @@ def ranked_count(source: str, mtime: float, data: dict, query: dict) -> int:
     return len(scored_indices(texts, bif.DataSpec(**data), [bif.Query(**query)])[0])
 
 
-def cost_here(request: dict, n_train: int, tokens: float, seconds: float) -> None:
+def cost_here(spec: jobspec.JobSpec, n_train: int, tokens: float, seconds: float) -> None:
     """Too slow for this machine: say so, where it belongs (a GPU), and what approximation fits here."""
     if seconds <= jobs.CPU_BUDGET_S or jobs.has_gpu():
         return
-    approx = jobs.cpu_approximation(request, n_train, tokens)
+    approx = jobs.cpu_approximation(spec, n_train, tokens)
     text = (f"On this machine (CPU only, no GPU) this run takes about **{jobs.format_seconds(seconds)}**. A GPU is "
             "the place for it (`python -m bif run` there, then open the run here).")
     if approx and approx["seconds"] < seconds:
@@ -312,8 +314,7 @@ def cost_here(request: dict, n_train: int, tokens: float, seconds: float) -> Non
 def start_section(model, data, query, preset, config) -> None:
     st.subheader("5 · Run")
     root = common.cache_root()
-    request = jobs.make_request("run", model.to_dict(), data.to_dict(), [query.to_dict()], config, root,
-                                preset=preset)
+    request = RunRequest(model, data, (query,), config)  # the user's choice, as it goes to the sampler
     if not query.completion.strip():
         st.info("Type a completion (or generate one) to see the cost and start.")
         return
@@ -329,24 +330,25 @@ def start_section(model, data, query, preset, config) -> None:
                   args=("views/influence.py",), kwargs={"run": cached["run_key"], "q": cached["query"], "token": None,
                                                         "sample": None, "job": None})
         return
+    spec = jobspec.replay_job_spec(request, cached["run_key"], root, preset) if cached else \
+        jobspec.run_job_spec(request, root, preset)
     if cached:
-        request = {**request, "kind": "replay", "run_key": cached["run_key"]}
         st.info("A run with this model, data and sampler is cached: the new query is added by replaying its chains "
                 "(the training set is not re-scored).")
     src = data.source
     mtime = Path(src).stat().st_mtime if src != "demo" and Path(src).exists() else 0.0
     n_train, tokens = data_summary(src, mtime)
-    cost = jobs.estimate_cost(request, n_train, tokens)
-    ranked = len(cached_run_ids(cached["run_key"])) if request["kind"] == "replay" else \
+    cost = jobs.estimate_cost(spec, n_train, tokens)
+    ranked = len(cached_run_ids(cached["run_key"])) if spec.kind == "replay" else \
         ranked_count(src, mtime, data.to_dict(), query.to_dict())
     extra = " + training the demo model once (several minutes)" if model.name_or_path == "demo" and not demo_built() \
         else ""
     st.markdown(f"**Estimated time: about {jobs.format_seconds(cost['seconds'])}**{extra} "
                 f"({n_train} training texts, {ranked} ranked, {cost['steps']} SGLD steps, "
                 f"{cost['draws']} draws in all).", help=cost["note"])
-    cost_here(request, n_train, tokens, cost["seconds"])
-    label = "Add this query by replay" if request["kind"] == "replay" else "Start the run"
-    st.button(label, type="primary", key="start", on_click=start, args=(request, root))
+    cost_here(spec, n_train, tokens, cost["seconds"])
+    label = "Add this query by replay" if spec.kind == "replay" else "Start the run"
+    st.button(label, type="primary", key="start", on_click=start, args=(spec, root))
 
 
 def cached_run_ids(key: str) -> list:
@@ -361,8 +363,8 @@ def upload_message(text: str) -> str:
 
 
 @common.callback
-def start(request: dict, root) -> None:
-    common.set_view(job=jobs.start_job(request, root))
+def start(spec: jobspec.JobSpec, root) -> None:
+    common.set_view(job=jobs.start_job(spec, root))
 
 
 @common.guarded

@@ -15,6 +15,7 @@ core under torchrun (the chains are spread over them; see default_procs). No str
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -24,7 +25,9 @@ import time
 import traceback
 from pathlib import Path
 
-from bif.errors import BIFError, Cancelled
+from bif.errors import BIFError, Cancelled, ConfigError
+from bif.lm.models import ModelSpec
+from bif.service.jobspec import JobSpec, rank_job_spec
 from bif.core.files import read_json, write_json
 from bif.layout import JobFiles, Store, model_config, model_weights
 
@@ -45,42 +48,31 @@ def job_dir(job_id: str, cache_root: str | Path) -> Path:
 # ------------------------------------------------------------------------------------------- the app's side
 
 
-def make_request(kind: str, model: dict, data: dict, queries: list[dict], config: dict, cache_root: str | Path,
-                 run_key: str | None = None, preset: str | None = None) -> dict:
-    """A job request. kind='run' computes (or resumes, or opens) a run; kind='replay' adds `queries` to run_key;
-    kind='rank' ranks the training texts run_key does not rank, at its stored draws (bif.store.rank)."""
-    if kind not in ("run", "replay", "rank"):
-        raise ValueError(f"unknown job kind {kind!r}")
-    return {"kind": kind, "model": model, "data": data, "queries": queries, "config": config,
-            "cache_root": str(Path(cache_root).resolve()), "run_key": run_key, "preset": preset}
-
-
-def create_job(request: dict, cache_root: str | Path) -> str:
+def create_job(spec: JobSpec, cache_root: str | Path) -> str:
     """Write a queued job's directory without starting it (`start_job` starts one; tests call `run_job`)."""
     job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     files = Store(cache_root).job(job_id)
     files.dir.mkdir(parents=True)
-    write_json(files.spec, request)
+    write_json(files.spec, spec.to_json())
     write_json(files.status, {"state": "queued", "created": time.time()})
     return job_id
 
 
-def start_job(request: dict, cache_root: str | Path) -> str:
-    """Write the request and start a detached worker (`python -m bif.service.jobs DIR`). Returns the job id.
+def start_job(spec: JobSpec, cache_root: str | Path) -> str:
+    """Write the job's spec and start a detached worker (`python -m bif.service.jobs DIR`). Returns the job id.
 
-    If an active job has the very same request, its id is returned instead (a double click starts nothing new).
+    If an active job has the very same spec, its id is returned instead (a double click starts nothing new).
     """
-    same = json.dumps(request, sort_keys=True)
     for job in list_jobs(cache_root, active_only=True):
-        if json.dumps(job.get("request"), sort_keys=True) == same:
+        if job.get("spec") == spec:
             return job["id"]
-    job_id = create_job(request, cache_root)
+    job_id = create_job(spec, cache_root)
     files = Store(cache_root).job(job_id)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     root = str(Path(__file__).resolve().parents[2])  # the repository (bif/service/jobs.py)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    procs = request.get("procs") or default_procs(request)
+    procs = spec.procs or default_procs(spec)
     cmd = [sys.executable, "-m", "bif.service.jobs", str(files.dir.resolve())]
     if procs > 1:  # chains spread over processes (bif.dist.distributed); torchrun stops them all if one fails
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", *cmd[1:]]
@@ -111,7 +103,7 @@ def _merged_progress(files: JobFiles) -> dict:
     return merged
 
 
-def default_procs(request: dict) -> int:
+def default_procs(spec: JobSpec) -> int:
     """Worker processes for a job: on CPU one per core up to the number of chains (at most 4); else 1.
 
     Chains are independent, so on a 2-core machine two single-threaded processes nearly halve the wall time;
@@ -121,12 +113,13 @@ def default_procs(request: dict) -> int:
 
     if torch.cuda.is_available():
         return 1
-    chains = int(request.get("config", {}).get("chains", 1))
+    chains = spec.run.config.chains
     return max(1, min(chains, os.cpu_count() or 1, 4))
 
 
 def job_status(job_id: str, cache_root: str | Path) -> dict:
-    """State, progress and result of a job: a dict with id, state, message, progress, request, result, log.
+    """State, progress and result of a job: a dict with id, state, message, progress, spec (JobSpec or None),
+    result, log.
 
     A job whose worker is gone without writing a final state is reported as failed.
     """
@@ -134,7 +127,7 @@ def job_status(job_id: str, cache_root: str | Path) -> dict:
     status = read_json(files.status)
     if status is None:
         return {"id": job_id, "state": "failed", "message": f"Job {job_id} not found.", "progress": {},
-                "request": None, "result": None, "log": str(files.log)}
+                "spec": None, "result": None, "log": str(files.log)}
     state = status.get("state", "failed")
     message = status.get("message", "")
     proc = status if status.get("pid") else read_json(files.launcher) or {}
@@ -149,8 +142,16 @@ def job_status(job_id: str, cache_root: str | Path) -> dict:
             message = "Cancelled." if cancelled else DIED.format(log=files.log)
             write_json(files.status, {**status, "state": state, "message": message, "finished": time.time()})
     return {"id": job_id, "state": state, "message": message, "progress": _merged_progress(files),
-            "request": read_json(files.spec), "result": status.get("result"),
+            "spec": _read_spec(files), "result": status.get("result"),
             "created": status.get("created"), "finished": status.get("finished"), "log": str(files.log)}
+
+
+def _read_spec(files: JobFiles) -> JobSpec | None:
+    raw = read_json(files.spec)
+    try:
+        return JobSpec.from_json(raw) if isinstance(raw, dict) else None
+    except ConfigError:
+        return None
 
 
 def cancel_job(job_id: str, cache_root: str | Path) -> None:
@@ -233,24 +234,19 @@ class ProgressWriter:
         write_json(self.path, self.state)
 
 
-def _compute(req: dict, progress: "ProgressWriter", is_main: bool):
-    """What a job computes, on every rank alike: the run, or the run with the request's queries added by replay."""
+def _compute(spec: JobSpec, progress: "ProgressWriter", is_main: bool):
+    """What a job computes, on every rank alike: the run, the run with the spec's queries added, or ranked."""
     from bif.store import runs
-    from bif.core.config import SamplerConfig
-    from bif.lm.data import DataSpec, Query
-    from bif.lm.models import ModelSpec
     from bif.store.replay import add_queries
 
-    queries = [Query(**q) for q in req["queries"]]
-    if req["kind"] in ("replay", "rank"):  # rank 0 checks the stored checksums; the others trust it
-        run = runs.open_run(Store(req["cache_root"]).run(req["run_key"]).dir, verify=is_main)
-        if req["kind"] == "rank":
+    if spec.kind in ("replay", "rank"):  # rank 0 checks the stored checksums; the others trust it
+        run = runs.open_run(Store(spec.cache_root).run(spec.run_key).dir, verify=is_main)
+        if spec.kind == "rank":
             from bif.store.rank import rank_all
 
-            return rank_all(run, req["cache_root"], progress)
-        return add_queries(run, queries, req["cache_root"], progress)
-    return runs.compute_run(ModelSpec(**req["model"]), DataSpec(**req["data"]), queries,
-                            SamplerConfig.from_dict(req["config"]), req["cache_root"], progress)
+            return rank_all(run, spec.cache_root, progress)
+        return add_queries(run, list(spec.run.queries), spec.cache_root, progress)
+    return runs.compute(spec.run, spec.cache_root, progress)
 
 
 def _follower(files: JobFiles) -> str:
@@ -258,9 +254,9 @@ def _follower(files: JobFiles) -> str:
 
     The job's status is rank 0's to write."""
     progress = ProgressWriter(files, int(os.environ["RANK"]))  # also raises on cancel
-    req = json.loads(files.spec.read_text())
+    spec = JobSpec.from_json(json.loads(files.spec.read_text()))
     try:
-        _compute(req, progress, is_main=False)
+        _compute(spec, progress, is_main=False)
         progress.state.update(fraction=1.0, eta_s=0.0)
         progress.flush()
     except Cancelled:
@@ -271,15 +267,14 @@ def _follower(files: JobFiles) -> str:
 AUTO_RANK_SOURCES = ("demo",)  # runs on these data sets rank all their training texts once finished
 
 
-def _rank_afterwards(req: dict, run) -> None:
+def _rank_afterwards(spec: JobSpec, run) -> None:
     """Start the job that ranks a finished demo run's other training texts at its stored draws (bif.store.rank)."""
     from bif.core.draws import open_draws
     from bif.store.rank import unranked
 
-    if (req.get("data") or {}).get("source") in AUTO_RANK_SOURCES and unranked(run) > 0 and \
+    if spec.run.data.source in AUTO_RANK_SOURCES and unranked(run) > 0 and \
             open_draws(run.dir, run.config.chains) is not None:
-        start_job(make_request("rank", req["model"], req["data"], req["queries"][:1], req["config"],
-                               req["cache_root"], run_key=run.key), req["cache_root"])
+        start_job(rank_job_spec(run, spec.cache_root), spec.cache_root)
 
 
 def run_job(d: str | Path) -> str:
@@ -292,19 +287,16 @@ def run_job(d: str | Path) -> str:
     write_json(files.status, status)
     progress = ProgressWriter(files)
     try:
-        from bif.lm.data import Query
-
-        req = json.loads(files.spec.read_text())
+        spec = JobSpec.from_json(json.loads(files.spec.read_text()))
         progress({"stage": "start"})
-        run = _compute(req, progress, is_main=True)
-        wanted = json.dumps(Query(**req["queries"][0]).to_dict(), sort_keys=True)
-        index = next(i for i, q in enumerate(run.queries) if json.dumps(q.to_dict(), sort_keys=True) == wanted)
+        run = _compute(spec, progress, is_main=True)
+        index = run.queries.index(spec.query)
         progress.state.update(fraction=1.0, eta_s=0.0)
         progress.flush()
         status.update(state="done", result={"run_key": run.key, "query": index})
-        if req["kind"] == "run":
+        if spec.kind == "run":
             try:
-                _rank_afterwards(req, run)
+                _rank_afterwards(spec, run)
             except Exception:  # noqa: BLE001 - the run is done whatever happens to the follow-up
                 traceback.print_exc()
     except Exception as e:  # noqa: BLE001 - every failure must end in a status, never a dead worker
@@ -334,14 +326,14 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def block_layout(model: dict) -> tuple[str, int] | None:
+def block_layout(model: ModelSpec) -> tuple[str, int] | None:
     """(parameter-name prefix of the numbered blocks, number of blocks) of a model, without loading it; None when
     unknown. Built-ins from BLOCKS; a local directory from its config.json (Llama-style or GPT-2-style names)."""
-    name = model.get("name_or_path", "demo")
+    name = model.name_or_path
     if name in BLOCKS:
         return BLOCKS[name]
     try:
-        cfg = json.loads((Path(name).expanduser() / "config.json").read_text())
+        cfg = json.loads(model_config(Path(name).expanduser()).read_text())
     except (OSError, ValueError):
         return None
     n = cfg.get("num_hidden_layers") or cfg.get("n_layer")
@@ -349,39 +341,40 @@ def block_layout(model: dict) -> tuple[str, int] | None:
     return (prefix, int(n)) if n else None
 
 
-def _sampled_fraction(request: dict) -> float:
+def _sampled_fraction(spec: JobSpec) -> float:
     """Rough share of the blocks that SGLD moves (1.0 = all parameters)."""
-    patterns = request.get("config", {}).get("param_patterns") or []
-    layout = block_layout(request.get("model", {}))
+    patterns = spec.run.config.param_patterns
+    layout = block_layout(spec.run.model)
     if not patterns or not layout:
         return 1.0
     return min(1.0, sum(p.startswith(layout[0] + ".") for p in patterns) / layout[1]) or 1.0
 
 
-def cpu_approximation(request: dict, n_train: int, mean_tokens: float, blocks: int = 2) -> dict | None:
-    """A variant of a run request that this CPU can afford, or None when the model's blocks are unknown.
+def cpu_approximation(spec: JobSpec, n_train: int, mean_tokens: float, blocks: int = 2) -> dict | None:
+    """A variant of a job that this CPU can afford, or None when the model's blocks are unknown.
 
     It samples only the last `blocks` transformer blocks (an approximation, labelled on the results), ranks 16
     random + 8 most similar training samples, and uses minibatches of 8; chains and draws stay (so findings
-    remain possible). Returns {"request", "seconds", "label", "settings"} (settings: the changed fields)."""
-    layout = block_layout(request["model"])
+    remain possible). Returns {"spec", "seconds", "label", "settings"} (settings: the changed fields)."""
+    layout = block_layout(spec.run.model)
     if layout is None:
         return None
     prefix, n = layout
     k = max(1, min(blocks, n))
-    config = {**request["config"], "param_patterns": [f"{prefix}.{i}.*" for i in range(n - k, n)], "batch_size": 8}
-    data = {**request["data"], "n_scored": 16, "nearest_per_query": 8}
-    new = {**request, "config": config, "data": data}
+    patterns = tuple(f"{prefix}.{i}.*" for i in range(n - k, n))
+    run = dataclasses.replace(spec.run, config=spec.run.config.replace(param_patterns=patterns, batch_size=8),
+                              data=dataclasses.replace(spec.run.data, n_scored=16, nearest_per_query=8))
+    new = dataclasses.replace(spec, run=run)
     cost = estimate_cost(new, n_train, mean_tokens)
-    return {"request": new, "seconds": cost["seconds"],
+    return {"spec": new, "seconds": cost["seconds"],
             "label": f"only the last {k} of {n} blocks sampled, {cost['n_scored']} samples ranked, minibatch 8",
-            "settings": {"param_patterns": config["param_patterns"], "batch_size": 8, "n_scored": 16,
+            "settings": {"param_patterns": list(patterns), "batch_size": 8, "n_scored": 16,
                          "nearest_per_query": 8}}
 
 
-def model_params(model: dict) -> float:
+def model_params(model: ModelSpec) -> float:
     """Rough parameter count: known for built-ins, from the weight files' sizes for a local directory."""
-    name = model.get("name_or_path", "demo")
+    name = model.name_or_path
     if name in PARAMS:
         return PARAMS[name]
     path = Path(name).expanduser()
@@ -394,28 +387,25 @@ def model_params(model: dict) -> float:
     return size / (2 if "16" in dtype else 4) if size else 1e6
 
 
-def estimate_cost(request: dict, n_train: int, mean_tokens: float) -> dict:
+def estimate_cost(spec: JobSpec, n_train: int, mean_tokens: float) -> dict:
     """Rough seconds for a job on this CPU, before starting it.
 
     cost ≈ chains × (steps × t_step + draws × (n_scored + n_queries) × t_forward) / processes + start-up. For a
     replay only the queries are scored. The constants are rough (single-thread CPU); the live ETA is the better guide.
     """
-    from bif.core.config import SamplerConfig
-
-    cfg = SamplerConfig.from_dict(request["config"])
-    data = request["data"]
-    n_q = len(request["queries"])
-    tokens = max(2.0, min(mean_tokens, data.get("max_length", 64)))
-    t_fwd = FORWARD_A + FORWARD_B * model_params(request["model"]) * tokens
-    t_step = (1 + 2 * _sampled_fraction(request)) * t_fwd * min(cfg.batch_size, n_train)  # forward + backward
-    if data.get("n_scored") is None:
+    cfg, data = spec.run.config, spec.run.data
+    n_q = len(spec.run.queries)
+    tokens = max(2.0, min(mean_tokens, data.max_length))
+    t_fwd = FORWARD_A + FORWARD_B * model_params(spec.run.model) * tokens
+    t_step = (1 + 2 * _sampled_fraction(spec)) * t_fwd * min(cfg.batch_size, n_train)  # forward + backward
+    if data.n_scored is None:
         n_scored = n_train
     else:
-        n_scored = min(n_train, data["n_scored"] + data.get("nearest_per_query", 0) * n_q)
-    scored = n_q if request["kind"] == "replay" else n_scored + n_q
+        n_scored = min(n_train, data.n_scored + data.nearest_per_query * n_q)
+    scored = n_q if spec.kind == "replay" else n_scored + n_q
     sampling = cfg.chains * cfg.steps_per_chain * t_step
     scoring = cfg.chains * cfg.draws * scored * t_fwd
-    procs = request.get("procs") or default_procs(request)  # chains run side by side, one process per core
+    procs = spec.procs or default_procs(spec)  # chains run side by side, one process per core
     slow = load_slowdown(procs)
     return {"seconds": WORKER_START_S + (sampling + scoring) / procs * slow, "sampling_s": sampling,
             "scoring_s": scoring, "n_scored": n_scored, "steps": cfg.chains * cfg.steps_per_chain,

@@ -14,7 +14,8 @@ from bif.errors import CacheError, ConfigError
 from bif.core.files import changed_files, read_json
 from bif.layout import RunFiles, Store
 from bif.lm.models import ModelSpec
-from bif.store.runs import _prepare
+from bif.store.request import RunRequest
+from bif.store.runs import prepare
 from bif.core.scale import ScaleOptions
 
 
@@ -22,7 +23,7 @@ def find_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: Sam
              cache_root: str | Path = "cache", scale: ScaleOptions | None = None) -> Path | None:
     """The directory of a finished run for exactly this request, without computing anything (loads the model)."""
     cache_root = Path(cache_root)
-    prep = _prepare(model, data, queries, config, cache_root, None, "cpu", scale)
+    prep = prepare(RunRequest(model, data, tuple(queries), config, scale or ScaleOptions()), cache_root, None, "cpu")
     files = Store(cache_root).run(prep.key)
     return files.dir if files.is_complete else None
 
@@ -91,14 +92,6 @@ def delete_run(key: str, cache_root: str | Path = "cache") -> None:
     shutil.rmtree(_run_files(key, cache_root).dir)
 
 
-def _sampling(config: dict) -> dict | None:
-    try:
-        c = SamplerConfig.from_dict(config)
-    except (ConfigError, TypeError):
-        return None
-    return {**c.sampling_key(), "storage": [c.score_dtype, c.trace_dtype]}
-
-
 def _changed_since(source: str, created: float) -> bool:
     """True if a file (or a directory's files) on disk were modified after the run was created."""
     if source in ("demo", "smollm2"):
@@ -109,31 +102,33 @@ def _changed_since(source: str, created: float) -> bool:
     return not files or max(f.stat().st_mtime for f in files) > created
 
 
-def find_cached(request: dict, cache_root: str | Path) -> dict | None:
+def find_cached(request: RunRequest, cache_root: str | Path) -> dict | None:
     """A finished run for this request, by comparing requests (no model load, so it answers at once).
 
     Returns {"run_key", "query", "exact": True} when the run holds the request's first query (own or replayed),
-    {"run_key", "exact": False} when only model, data and sampler match (the query can be added by replay),
-    or None. Runs whose model directory or training file changed on disk after they were made are skipped.
+    {"run_key", "exact": False} when only model, data and the settings that shape its chains match
+    (RunRequest.settings_key; the query can be added by replay), or None. Runs whose model directory or
+    training file changed on disk after they were made are skipped.
     """
-    want_cfg = _sampling(request["config"])
-    want_q = json.dumps(request["queries"][0], sort_keys=True)
+    want = request.queries[0]
     base = None
     for files in Store(cache_root).finished_runs():
         d = files.dir
         req = read_json(files.request)
-        if not req or req.get("model") != request["model"] or req.get("data") != request["data"]:
-            continue
-        if _sampling(req.get("config", {})) != want_cfg:
+        try:
+            stored = RunRequest.from_json(req) if isinstance(req, dict) else None
+        except ConfigError:
+            stored = None
+        if stored is None or (stored.model, stored.data) != (request.model, request.data) or \
+                stored.settings_key() != request.settings_key():
             continue
         created = req.get("created", 0)
-        if _changed_since(req["model"]["name_or_path"], created) or _changed_since(req["data"]["source"], created):
+        if _changed_since(stored.model.name_or_path, created) or _changed_since(stored.data.source, created):
             continue
-        queries = list(req.get("queries", []))
+        queries = list(stored.queries)
         for q in files.query_sets():  # the order Run.queries uses
-            queries += (read_json(q.meta) or {}).get("queries", [])
-        for i, q in enumerate(queries):
-            if json.dumps(q, sort_keys=True) == want_q:
-                return {"run_key": d.name, "query": i, "exact": True}
+            queries += [Query(**x) for x in (read_json(q.meta) or {}).get("queries", [])]
+        if want in queries:
+            return {"run_key": d.name, "query": queries.index(want), "exact": True}
         base = base or {"run_key": d.name, "exact": False}
     return base

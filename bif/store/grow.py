@@ -23,11 +23,12 @@ from bif.core.files import changed_files, read_json, write_json
 from bif.core.trace import ChainWriter, open_chain
 from bif.errors import CacheError
 from bif.layout import RunFiles, Store, state_name
+from bif.store.request import digest
 
 def lineage(key_parts: dict) -> str:
     """The cache key of a run without its number of draws: runs of one lineage extend one another."""
     parts = {**key_parts, "sampling": {k: v for k, v in key_parts["sampling"].items() if k != "draws"}}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(parts)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from bif.errors import BIFError, ConfigError, ReplayMismatch
 from bif.core.examples import lm_token_loss, score_examples
 from bif.core.files import read_json, save_tensors, seal, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
-from bif.store.runs import Run, _hash, _overall, open_run
+from bif.store.request import digest
+from bif.store.runs import Run, _overall, open_run
 from bif.core.sampler import Progress, resolve_device, sample_chain
 from bif.core.scale import ScaleOptions, apply_weights_dtype
 from bif.core.trace import ChainTrace, save_chain
@@ -85,7 +86,7 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
                              "Start a new run.")
     train_all = _training_set(run, loaded) if method == "replay" else None
     qex = tokenize_queries(loaded.tokenizer, new, loaded.max_length)
-    qfiles = RunFiles(run.dir).query(_hash([q.to_dict() for q in new]))
+    qfiles = RunFiles(run.dir).query(digest([q.to_dict() for q in new]))
     qdir = qfiles.dir
     qdir.mkdir(parents=True, exist_ok=True)
     with distributed.main_holds_lock(dist, qfiles.lock):

@@ -9,7 +9,6 @@ added query sets, the other training texts ranked afterwards (bif.store.rank), a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,18 +32,14 @@ from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.core.chainstate import save_state, state_bytes
 from bif.core.draws import DrawWriter, decide_keep, draws_bytes
 from bif.layout import QueryFiles, RunFiles, Store
+from bif.store.request import RunRequest
 from bif.core.sampler import Progress, resolve_device, run_chain, select_parameters
 from bif.core.scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
                     out_of_memory_error)
 from bif.core.trace import ChainStack, ChainWriter, LossTrace, chain_seconds, load_chain, open_chain
 
-SCHEMA = 1
 MMAP_BYTES = int(os.environ.get("BIF_MMAP_BYTES", 1 << 30))  # open_run memory-maps traces larger than this
 log = logging.getLogger("bif")
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -94,6 +89,11 @@ class Run:
     def queries(self) -> list[Query]:
         return [q for s in self.query_sets for q in s.queries]
 
+    @property
+    def asked(self) -> RunRequest:
+        """The request the run computed (its own queries; `queries` adds the ones asked since)."""
+        return RunRequest.from_json(self.request)
+
     def _locate(self, i: int) -> tuple[QuerySet, int]:
         for s in self.query_sets:
             if i < len(s.queries):
@@ -135,9 +135,10 @@ class _Prepared:
     request: dict
 
 
-def _prepare(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
-             cache_root: Path, progress: Progress | None, device, scale: ScaleOptions | None = None) -> _Prepared:
-    scale = scale or ScaleOptions()
+def prepare(request: RunRequest, cache_root: Path, progress: Progress | None, device) -> _Prepared:
+    """Load the model and data of a request, tokenize, and work out the run's key (loads the model)."""
+    model, data, queries, config, scale = request.model, request.data, list(request.queries), request.config, \
+        request.scale
     loaded = load_model(model, cache_root, device=device, progress=progress)
     apply_weights_dtype(loaded.model, scale)
     if progress:
@@ -148,25 +149,25 @@ def _prepare(model: ModelSpec, data: DataSpec, queries: list[Query], config: Sam
     idx, how = scored_indices(texts, data, queries)
     scored = train_all.subset(idx)
     qex = tokenize_queries(loaded.tokenizer, queries, loaded.max_length)
-    request = {"schema": SCHEMA, "model": model.to_dict(), "data": data.to_dict(),
-               "queries": [q.to_dict() for q in queries], "config": config.to_dict(),
-               "fingerprints": {"model": loaded.fingerprint, "train": train_all.fingerprint,
-                                "scored": scored.fingerprint, "queries": qex.fingerprint},
-               "scored_ids": idx, "how_scored": how, "model_label": loaded.label,
-               "n_train": len(texts), "approximate": config.is_approximate}
-    key_parts = {k: request[k] for k in ("schema", "fingerprints")}
-    key_parts["sampling"] = config.sampling_key()
-    key_parts["storage"] = [config.score_dtype, config.trace_dtype]
-    if scale.key():  # only non-default options, so existing runs keep their keys
-        key_parts["scale"] = scale.key()
-        request["scale"] = scale.key()
-    request["lineage"] = grow.lineage(key_parts)
-    return _Prepared(loaded, texts, train_all, scored, qex, how, _hash(key_parts), request)
+    fingerprints = {"model": loaded.fingerprint, "train": train_all.fingerprint, "scored": scored.fingerprint,
+                    "queries": qex.fingerprint}
+    key_parts = request.key_parts(fingerprints)
+    stored = {"schema": key_parts["schema"], **request.to_json(), "fingerprints": fingerprints,
+              "scored_ids": idx, "how_scored": how, "model_label": loaded.label,
+              "n_train": len(texts), "approximate": config.is_approximate, "lineage": grow.lineage(key_parts)}
+    return _Prepared(loaded, texts, train_all, scored, qex, how, request.key(fingerprints), stored)
 
 
 def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
                 cache_root: str | Path = "cache", progress: Progress | None = None, *,
                 scale: ScaleOptions | None = None, dist: distributed.Dist | None = None) -> Run:
+    """`compute` of RunRequest(model, data, queries, config, scale): the library's entry point."""
+    request = RunRequest(model, data, tuple(queries), config, scale or ScaleOptions())
+    return compute(request, cache_root, progress, dist=dist)
+
+
+def compute(request: RunRequest, cache_root: str | Path = "cache", progress: Progress | None = None, *,
+            dist: distributed.Dist | None = None) -> Run:
     """Compute the run (or open it if it is cached; resume it chain by chain if it was interrupted).
 
     A file lock makes concurrent callers of the same run compute it once. `progress` gets dicts with
@@ -178,15 +179,15 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
 
     Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments: chains are spread over
     the processes and each draw's scoring is sharded (bif.dist.distributed); the result is the same run.
-    `scale` (bif.core.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
+    `request.scale` (bif.core.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
     """
     cache_root = Path(cache_root)
-    scale = scale or ScaleOptions()
+    config, scale = request.config, request.scale
     dist = dist or distributed.current()
     device = resolve_device(config.device)
     if progress is not None:
         progress({"stage": "load"})
-    prep = _prepare(model, data, queries, config, cache_root, progress, device, scale)
+    prep = prepare(request, cache_root, progress, device)
     files = Store(cache_root).run(prep.key)
     run_dir = files.dir
     if progress is not None:  # the run's folder is known from here on (a job's provisional results read it)
