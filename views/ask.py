@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
 
@@ -20,17 +21,37 @@ from views import common
 from views.ui import html as ui
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
-def _model(spec: str, root: str, device: str):
+_LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bif-model")
+_MODELS: dict[tuple, Future] = {}  # the models of the runs asked about, loaded once per app process
+_MODELS_LOCK = threading.Lock()
+MAX_MODELS = 2
+
+
+def _load(spec: str, root: str, device: str):
     return bif.load_model(bif.ModelSpec(**json.loads(spec)), root, device=device), threading.Lock()
+
+
+def _future(run: bif.Run) -> Future:
+    from bif.core.sampler import resolve_device
+
+    key = (json.dumps(run.request["model"], sort_keys=True), str(common.cache_root()),
+           str(resolve_device(run.config.device)))
+    with _MODELS_LOCK:
+        if key not in _MODELS or (_MODELS[key].done() and _MODELS[key].exception() is not None):
+            while len(_MODELS) >= MAX_MODELS:
+                _MODELS.pop(next(iter(_MODELS)))
+            _MODELS[key] = _LOADER.submit(_load, *key)
+        return _MODELS[key]
+
+
+def preload(run: bif.Run) -> None:
+    """Start loading the run's model in the background (the page does not wait for it)."""
+    _future(run)
 
 
 def model_of(run: bif.Run):
     """(the run's model, loaded once per app process, and the lock that serializes questions on it)."""
-    from bif.core.sampler import resolve_device
-
-    spec = json.dumps(run.request["model"], sort_keys=True)
-    return _model(spec, str(common.cache_root()), str(resolve_device(run.config.device)))
+    return _future(run).result()
 
 
 @common.callback
@@ -57,7 +78,7 @@ def ask_box(run: bif.Run, q: int) -> None:
     """The box: prompt (the current query's by default) and completion; Enter or the button answers."""
     method = query_method(run)
     if method == "draws":
-        model_of(run)  # loaded while the user types, so that Enter only scores
+        preload(run)  # loaded in the background while the user reads and types, so that Enter only scores
     with st.expander("Ask about another completion", expanded=bool(st.session_state.get("ask_result"))):
         done = st.session_state.pop("ask_result", None)
         if done and done[0] == "replay":

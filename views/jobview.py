@@ -21,10 +21,20 @@ STAGES = {"start": "Starting the worker (Python, torch)", "load": "Loading the m
           "rank": "Ranking the other training texts at the stored draws"}
 
 
+def stage_words(p: dict) -> str:
+    """The stage of a job's progress in words; a chain's stages name the chain ('Sampling chain 2 of 4')."""
+    stage = p.get("stage")
+    words = STAGES.get(stage, "waiting for the worker")
+    if stage in ("sample", "rank", "scoring stored draws") and "chain" in p:
+        words += f" chain {int(p['chain']) + 1} of {p.get('chains', '?')}" if stage == "sample" else \
+            f": chain {int(p['chain']) + 1} of {p.get('chains', '?')}"
+    return words
+
+
 def status_line(s: dict) -> str:
     """'running · Sampling · 33 %, about 2 min left' — the one line the job panel and the sidebar both show."""
     p = s.get("progress") or {}
-    line = f"{s['state']} · {STAGES.get(p.get('stage'), 'waiting for the worker') if s['state'] in jobs.ACTIVE else ''}"
+    line = f"{s['state']} · {stage_words(p) if s['state'] in jobs.ACTIVE else ''}"
     if s["state"] in jobs.ACTIVE:
         line += f" · {float(p.get('fraction', 0.0)):.0%}"
         if p.get("eta_s") is not None:
