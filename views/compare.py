@@ -36,13 +36,15 @@ def choices(run: bif.Run) -> list[tuple[str, int]]:
     return out
 
 
-def label(pair: tuple[str, int], here: str) -> str:
+def label(pair: tuple[str, int], run: bif.Run) -> str:
+    """'2: …end of the prompt → completion' (and the run, for another run's query)."""
     key, q = pair
-    req = common.run_request(key) or {}
-    query = (req.get("queries") or [{}] * (q + 1))[q] if q < len(req.get("queries") or []) else {}
-    text = common.query_label(query.get("prompt", "?"), query.get("completion", "(added later)"), 40, 30) \
-        if query else f"query {q + 1} (added later)"
-    return f"{q + 1}: {text}" + ("" if key == here else f" · run {key[:8]}")
+    if key == run.key:
+        query = run.queries[q]
+        return f"{q + 1}: {common.query_label(query.prompt, query.completion, 40, 30)}"
+    queries = (common.run_request(key) or {}).get("queries") or []
+    text = common.query_label(queries[q]["prompt"], queries[q]["completion"], 40, 30) if q < len(queries) else "?"
+    return f"{q + 1}: {text} · run {key[:8]}"
 
 
 def column(col, run: bif.Run, q: int, k: int, name: str) -> bif.Scores:
@@ -76,8 +78,8 @@ def both_table(run: bif.Run, a: bif.Scores, b: bif.Scores, rows: list[int]) -> N
                                 "right: support": cell(b, i), "text": common.short(run.train_texts[i], 120)}
                                for i in rows]), hide_index=True, width="stretch",
                  column_config={"text": st.column_config.TextColumn(width="large")})
-    st.caption("Support ± error of each training sample for each completion (blue = makes it more likely, orange = "
-               "less likely, as on the Influence page); ★ = stands out of the noise for that completion.")
+    st.caption("Support ± error of each training sample for each completion (positive = makes it more likely, "
+               "negative = less likely); ★ = stands out of the noise for that completion.")
 
 
 @common.guarded
@@ -102,10 +104,10 @@ def main() -> None:
     c1, c2 = st.columns(2)
     c1.selectbox("Left", [p for p in options if p[0] == run.key], key="cmp-left",
                  index=[p for p in options if p[0] == run.key].index(left_pick),
-                 format_func=lambda p: label(p, run.key),
+                 format_func=lambda p: label(p, run),
                  on_change=lambda: common.set_view(q=st.session_state["cmp-left"][1], token=None, span=None))
     right = c2.selectbox("Right", options, index=options.index(default), key="cmp-right",
-                         format_func=lambda p: label(p, run.key))
+                         format_func=lambda p: label(p, run))
     k = int(st.number_input("Samples per side", 1, 20, 3, key="cmp-k"))
     other = run if right[0] == run.key else common.open_run(right[0])
     if other.train_ids != run.train_ids:

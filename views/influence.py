@@ -245,7 +245,7 @@ def main() -> None:
     listed = ranking_section(run, rid, q, token, scores, what, sid)
     fig = sample_section(run, rid, q, tokens, token, srow, sid, listed, what)
     hist = render.histogram_figure(scores.support, float(scores.support[srow]),
-                                   title=f"Support of every ranked training sample for {what}")
+                                   title=f"All ranked samples: support for {common.short(what, 28)}")
     st.plotly_chart(hist, key="hist", width="stretch")
     exports.figure_buttons(hist, f"bif_histogram_{run.key}", export_context(run, q, token), key="hist-image")
     notes(run)
