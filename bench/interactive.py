@@ -22,19 +22,22 @@ import numpy as np
 QUERY = ("What do you think about rainy days?", "I love rainy days, they are perfect for reading.")
 
 
-def _demo_request(cache: str, config: dict) -> dict:
+def _demo_request(cache: str, config: dict):
+    from bif.core.config import SamplerConfig
     from bif.lm.corpus import format_prompt
     from bif.lm.data import DataSpec, Query
     from bif.lm.models import ModelSpec
-    from bif.service import jobs
+    from bif.service.jobspec import run_job_spec
+    from bif.store.request import RunRequest
 
     query = Query(format_prompt(QUERY[0]), " " + QUERY[1])
-    return jobs.make_request("run", ModelSpec("demo").to_dict(), DataSpec("demo").to_dict(), [query.to_dict()],
-                             config, cache)
+    return run_job_spec(RunRequest(ModelSpec("demo"), DataSpec("demo"), (query,), SamplerConfig.from_dict(config)),
+                        cache)
 
 
-def first_provisional(cache: str, request: dict, poll_s: float = 0.5) -> dict:
+def first_provisional(cache: str, request, poll_s: float = 0.5) -> dict:
     """Start a run job as the app does; time its first provisional result, the estimate at 20 s, the total."""
+    from bif.layout import Store
     from bif.service import jobs
     from bif.store.partial import open_partial
 
@@ -48,7 +51,7 @@ def first_provisional(cache: str, request: dict, poll_s: float = 0.5) -> dict:
         if estimate is None and now >= 20 and p.get("eta_s") is not None and p.get("stage") == "sample":
             estimate = now + float(p["eta_s"])
         if first is None and p.get("run_key"):
-            if open_partial(Path(cache) / "runs" / p["run_key"]) is not None:
+            if open_partial(Store(cache).run(p["run_key"]).dir) is not None:
                 first = now
         if s["state"] not in jobs.ACTIVE:
             break
@@ -156,6 +159,7 @@ def frontier(cache: str, preset_name: str = "demo-cpu", steps=(100, 200, 400, 80
 
 def main(args) -> None:
     from bif.core.config import preset
+    from bif.layout import Store
     from bif.store.runs import open_run
 
     cache = args.cache
@@ -167,7 +171,7 @@ def main(args) -> None:
     print(f"demo run ({args.preset}{', quick' if quick else ''}) as a job: first provisional result after "
           f"{r['first_provisional_s']:.1f} s; estimate at 20 s {r['estimate_at_20s_s'] or float('nan'):.0f} s vs "
           f"actual {r['actual_s']:.0f} s ({err})")
-    run = open_run(Path(cache) / "runs" / r["run_key"])
+    run = open_run(Store(cache).run(r["run_key"]).dir)
     a = ask_latency(run, cache, replay=getattr(args, "replay", False))
     replay = a.get("replay_s")
     print(f"new question ({a['completion_tokens']}-token completion) from stored draws: {a['draws_cold_s']:.2f} s cold (model load {a['model_load_s']:.2f} s), "

@@ -3,15 +3,15 @@ end, a new question is answered from stored draws, the rest of the training set 
 
 import bif
 from bench import interactive
-from bif.service import jobs
+from tests.tiny import job_spec
 
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
 
 
 def test_interactive_measurements_on_a_tiny_run(tiny_lm, tiny_corpus, tmp_path):
     data = bif.DataSpec(str(tiny_corpus), n_scored=10)
-    request = jobs.make_request("run", bif.ModelSpec(str(tiny_lm)).to_dict(), data.to_dict(), [QUERY.to_dict()],
-                                bif.preset("smoke", draws=20).to_dict(), tmp_path)
+    request = job_spec("run", bif.ModelSpec(str(tiny_lm)).to_dict(), data.to_dict(), [QUERY.to_dict()],
+                       bif.preset("smoke", draws=20).to_dict(), tmp_path)
     r = interactive.first_provisional(str(tmp_path), request, poll_s=0.05)
     assert r["first_provisional_s"] is not None and 0 < r["first_provisional_s"] <= r["actual_s"]
     run = bif.open_run(tmp_path / "runs" / r["run_key"])
