@@ -265,6 +265,8 @@ def test_run_page_upload_and_generate(tiny_run, tiny_lm, tiny_corpus, tmp_path):
     at.run()
     assert not at.exception and not at.error
     assert at.text_area(key="completion").value != "XXX"
+    said = [c.value for c in at.caption] + [i.value for i in at.info]
+    assert any("perplexity" in t and "typical training text" in t for t in said), "the prompt's fit is said"
 
 
 def test_a_finished_job_opens_its_run(tiny_run):

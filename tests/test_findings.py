@@ -122,3 +122,16 @@ def test_contrast_names_where_each_completion_came_from():
     c = findings.contrast(none, none, ids, texts, k=1)
     assert c.sentence.startswith("Neither completion") and c.rows == [0, 2]
     assert "for the second completion no training text stands out" in findings.contrast(a, none, ids, texts).sentence
+
+
+def test_prompt_fit_compares_the_prompt_with_training_texts(tiny_lm):
+    from bif.lm.fit import prompt_fit
+    from bif.lm.models import ModelSpec, load_model
+    from tests.tiny import TEXTS
+
+    loaded = load_model(ModelSpec(str(tiny_lm)), "unused-cache")
+    same = prompt_fit(loaded, TEXTS[3], TEXTS, n=16)
+    assert same.train_median > 0 and same.perplexity == pytest.approx(math.exp(same.loss))
+    alone = prompt_fit(loaded, TEXTS[3], [TEXTS[3]], n=1)  # the prompt is the one training text: same loss
+    assert alone.loss == pytest.approx(alone.train_median) == pytest.approx(alone.train_high) and not alone.outside
+    assert same.outside == (same.loss > same.train_high)

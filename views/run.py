@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 import bif
@@ -88,10 +89,17 @@ def pick_example() -> None:
         st.session_state["prompt"], st.session_state["completion"] = ex
 
 
-def generate(spec: bif.ModelSpec) -> None:
+def generate(spec: bif.ModelSpec, data: bif.DataSpec | None = None) -> None:
     try:
-        text = bif.generate_completion(loaded_model(spec, str(common.cache_root())), st.session_state["prompt"])
+        loaded = loaded_model(spec, str(common.cache_root()))
+        text = bif.generate_completion(loaded, st.session_state["prompt"])
         st.session_state["completion"] = text
+        st.session_state.pop("prompt_fit", None)
+        if data is not None:  # how familiar the prompt is to the model, next to 32 of its training texts
+            from bif.lm.fit import prompt_fit
+
+            st.session_state["prompt_fit"] = (st.session_state["prompt"],
+                                              prompt_fit(loaded, st.session_state["prompt"], bif.load_texts(data.source)))
         st.session_state.pop("gen_error", None)
     except Exception as e:  # noqa: BLE001 - shown next to the button
         st.session_state["gen_error"] = e
@@ -210,7 +218,21 @@ def data_section() -> bif.DataSpec:
     return bif.DataSpec(source, int(max_length), None if n_scored is None else int(n_scored), int(seed), int(near))
 
 
-def query_section(model: bif.ModelSpec) -> bif.Query:
+def fit_note() -> None:
+    """After Generate: say when the prompt is much harder for the model than its training texts."""
+    prompt, fit = st.session_state.get("prompt_fit") or (None, None)
+    if fit is None or prompt != st.session_state.get("prompt"):
+        return
+    numbers = (f"perplexity {fit.perplexity:.0f} per token, against {np.exp(fit.train_median):.0f} for a typical "
+               f"training text (95 % of 32 sampled are below {np.exp(fit.train_high):.0f})")
+    if fit.outside:
+        st.info(f"This prompt looks outside what the model learned ({numbers}): the completion is likely a guess, "
+                "and few training texts will stand out as its source.", icon=":material/help:")
+    else:
+        st.caption(f"The prompt is familiar to the model: {numbers}.")
+
+
+def query_section(model: bif.ModelSpec, data: bif.DataSpec | None = None) -> bif.Query:
     st.subheader("3 · Query")
     examples = demo_queries() if model.name_or_path == "demo" else []
     if "prompt" not in st.session_state:
@@ -224,12 +246,13 @@ def query_section(model: bif.ModelSpec) -> bif.Query:
     st.text_area("Completion", key="completion", **KEEP, height=80,
                  help="The text whose tokens are explained: which training samples made each token likely?")
     first = model.name_or_path == "demo" and not demo_built()
-    st.button("Generate the completion with the model", on_click=generate, args=(model,),
+    st.button("Generate the completion with the model", on_click=generate, args=(model, data),
               help="Greedy decoding, up to 32 tokens. Replaces the completion above." +
                    (" The demo model is not trained yet: the first generation trains it (several minutes)."
                     if first else ""))
     if "gen_error" in st.session_state:
         common.show_error(st.session_state.pop("gen_error"))
+    fit_note()
     return bif.Query(st.session_state["prompt"], st.session_state["completion"])
 
 
@@ -386,7 +409,7 @@ def main() -> None:
             except bif.BIFError as e:
                 st.warning(str(e))
     with right:
-        query = query_section(parts.get("model", bif.ModelSpec()))
+        query = query_section(parts.get("model", bif.ModelSpec()), parts.get("data"))
         try:
             preset, config = sampler_section(parts.get("model", bif.ModelSpec()))
         except bif.BIFError as e:
