@@ -35,9 +35,10 @@ def scoring_vs_forward(model, examples, batch_size: int, repeats: int = 5) -> di
     """Sequences per second of score_examples and of a bare forward pass (logits only) on the same batches."""
     from bif.core.examples import lm_token_loss, score_examples
 
+    from bif.core.examples import scoring_batches
+
     n = len(examples)
-    order = torch.argsort(examples.lengths, descending=True)
-    batches = [examples.batch(order[s:s + batch_size])[0] for s in range(0, n, batch_size)]
+    batches = [examples.batch(idx)[0] for idx in scoring_batches(examples, batch_size)]
 
     @torch.no_grad()
     def bare():

@@ -155,7 +155,8 @@ def worker_scoring(n: int, repeats: int = 7) -> None:
     Each repeat: rank 0 scores all n rows while the others wait (the single-process rate), then every rank scores
     its shard at once (the per-process rate with W processes). Interleaving makes machine load hit both alike.
     """
-    from bif.dist.distributed import current, score_batches, scoring_batches, shard_rows
+    from bif.core.examples import score_batches, scoring_batches
+    from bif.dist.distributed import current, shard_rows
     from bif.core.examples import lm_token_loss
 
     torch.set_num_threads(1)

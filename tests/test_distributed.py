@@ -14,6 +14,7 @@ import torch
 import bif
 from tests.tiny import job_spec
 from bif.store.request import RunRequest
+from bif.core.examples import score_batches
 from bif.dist import distributed
 from bif.store import runs
 from bif.dist.distributed import Dist, ReplicaMismatch, make_plan
@@ -54,7 +55,7 @@ def test_shards_are_the_single_process_scoring_batches(tiny_lm, tiny_corpus):
     rows = torch.cat([torch.cat(s) for s in shards])
     assert sorted(rows.tolist()) == list(range(len(ex)))
     for s in shards:
-        got = distributed.score_batches(loaded.model, bif.lm_token_loss, ex, s, torch.device("cpu"))
+        got = score_batches(loaded.model, bif.lm_token_loss, ex, s, torch.device("cpu"))
         torch.testing.assert_close(got, full[torch.cat(s)], rtol=0, atol=0)  # bitwise: the same batches
 
 

@@ -153,6 +153,10 @@ class DrawWriter:
         self.written = src.written
         self._pwrite(self.offsets["written"], torch.tensor([self.written], dtype=torch.int64))
 
+    def on_draw(self, draw) -> None:
+        """As a sink of the sampling loop (bif.core.sinks): store the draw."""
+        self.write(draw.index)
+
     def finish(self) -> Path:
         """Flush to disk and rename into place (ValueError if not every draw was written)."""
         if self.written != self.draws:

@@ -149,22 +149,43 @@ def call_loss(loss_fn: LossFn, model: torch.nn.Module, inputs: dict, mask: torch
     return loss_fn(model, inputs, mask) if getattr(loss_fn, "uses_mask", False) else loss_fn(model, inputs)
 
 
+def scoring_batches(examples: Examples, batch_size: int) -> list[torch.Tensor]:
+    """The scoring order, used everywhere rows are scored: row indices sorted by length (longest first; file
+    order when lengths are unknown), cut into batches of batch_size. One process and the shards of a distributed
+    run (bif.dist) score the same batches, so their numbers are bitwise equal."""
+    n = len(examples)
+    order = torch.argsort(examples.lengths, descending=True) if examples.lengths is not None else torch.arange(n)
+    return [order[s:s + batch_size] for s in range(0, n, batch_size)]
+
+
+@torch.no_grad()
+def score_batches(model: torch.nn.Module, loss_fn: LossFn, examples: Examples, batches: list[torch.Tensor],
+                  device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Per-position losses (Σ|batch|, P) float32 of the given row batches, in batch order, 0 where masked; each
+    batch is cut at its longest row."""
+    device = torch.device(device)
+    out = torch.zeros(sum(len(b) for b in batches), examples.positions, dtype=torch.float32, device=device)
+    at = 0
+    for idx in batches:
+        inputs, mask = examples.batch(idx, device)
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = call_loss(loss_fn, model, inputs, mask)  # (B, P')
+        Pb = mask.shape[1]
+        out[at:at + len(idx), :Pb] = torch.where(mask, loss[:, :Pb].float(), 0.0)
+        at += len(idx)
+    return out
+
+
 @torch.no_grad()
 def score_examples(model: torch.nn.Module, loss_fn: LossFn, examples: Examples, batch_size: int,
                    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Per-position losses of all examples at the model's current weights: (n, P) float32, 0 where masked.
 
-    Rows are scored in batches sorted by length (each cut at its longest row) and put back in order.
+    Rows are scored in the batches of `scoring_batches` and put back in order.
     """
-    n, P = examples.mask.shape
-    out = torch.zeros(n, P, dtype=torch.float32, device=device)
-    order = torch.argsort(examples.lengths, descending=True) if examples.lengths is not None else torch.arange(n)
-    device = torch.device(device)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        inputs, mask = examples.batch(idx, device)
-        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = call_loss(loss_fn, model, inputs, mask)  # (B, P')
-        Pb = mask.shape[1]
-        out[idx.to(device), :Pb] = torch.where(mask, loss[:, :Pb].float(), 0.0)
+    batches = scoring_batches(examples, batch_size)
+    out = torch.zeros(len(examples), examples.positions, dtype=torch.float32, device=torch.device(device))
+    if batches:
+        out[torch.cat(batches).to(out.device)] = score_batches(model, loss_fn, examples, batches, device,
+                                                               autocast_dtype)
     return out

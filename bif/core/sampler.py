@@ -8,10 +8,9 @@ Every chain starts at w*, runs in eval mode with gradients on, and is seeded fro
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -19,10 +18,10 @@ from bif.core.chainstate import BatchOrder, ChainState
 from bif.core.config import SamplerConfig
 from bif.errors import ConfigError, DivergedError
 from bif.core.examples import Examples, LossFn, call_loss, score_examples
+from bif.core.params import select_parameters
+from bif.core.scale import ScaleOptions, checkpointing
+from bif.core.sinks import Draw, InMemory, SinkLike, deliver
 from bif.core.trace import ChainTrace, LossTrace
-
-if TYPE_CHECKING:
-    from bif.core.scale import ScaleOptions
 
 Progress = Callable[[dict], None]
 
@@ -33,17 +32,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} was asked for but no CUDA GPU is visible; use device='auto' or 'cpu'.")
     return torch.device(device)
-
-
-def select_parameters(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[tuple[str, torch.nn.Parameter]]:
-    """The (name, parameter) pairs that SGLD moves: all trainable ones, or those matching a glob pattern."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if patterns:
-        named = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
-        if not named:
-            sample = ", ".join(n for n, _ in list(model.named_parameters())[:6])
-            raise ConfigError(f"No parameter matches {list(patterns)}. Names look like: {sample}, ...")
-    return named
 
 
 def chain_seeds(seed: int, chain: int) -> tuple[int, int]:
@@ -103,15 +91,25 @@ class Minibatches:
         self.perm, self.pos = order.perm.clone(), order.pos
 
 
-def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: SamplerConfig, chain: int,
-              on_draw: Callable[[int], None], progress: Progress | None = None, device: torch.device | None = None,
-              scale: "ScaleOptions | None" = None, resume: ChainState | None = None,
-              on_end: Callable[[ChainState], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The SGLD loop of chain `chain` from the model's current weights (w*), restored afterwards.
+class ChainEnd(NamedTuple):
+    """What a chain leaves besides its sinks' records."""
 
-    At each kept draw d the model holds the sampled weights and `on_draw(d)` is called (under no_grad) to record
-    whatever it wants. Returns (sampling loss at every step (S,), a checksum of the sampled weights at every
-    draw (D,) float64, seconds). The trajectory depends only on (config, chain, device, weights dtype): ranks
+    sampling_loss: torch.Tensor  # (S,) float64: minibatch loss at every SGLD step
+    checksum: torch.Tensor  # (D,) float64: sum of the sampled weights at every draw
+    seconds: float
+
+
+def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: SamplerConfig, chain: int,
+              sinks: "SinkLike | list[SinkLike]", progress: Progress | None = None,
+              device: torch.device | None = None, scale: "ScaleOptions | None" = None,
+              resume: ChainState | None = None, on_end: Callable[[ChainState], None] | None = None) -> ChainEnd:
+    """The SGLD loop of chain `chain` from the model's current weights (w*), restored afterwards: the one loop
+    every run, replay, trace recording and benchmark samples with.
+
+    At each kept draw the model holds the sampled weights and every sink gets a `bif.core.sinks.Draw` (under
+    no_grad; a plain callable gets the draw's index): losses in memory, a chain file, a shard of one, the stored
+    draws. Returns ChainEnd (sampling loss at every step (S,), a checksum of the sampled weights at every draw
+    (D,) float64, seconds). The trajectory depends only on (config, chain, device, weights dtype): ranks
     that share a chain replay it independently and compare checksums (bif.dist.distributed).
 
     `scale` (bif.core.scale.ScaleOptions) adds: float32 master copies when the model's weights are bfloat16,
@@ -122,9 +120,8 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
     earlier steps included (seconds too: the chain's total); only draws from `resume.draw` on reach `on_draw`. `on_end`, if given, receives the
     state after the last step (before w* is restored), from which a longer chain can continue.
     """
-    from bif.core.scale import ScaleOptions, checkpointing
-
     scale = scale or ScaleOptions()
+    sinks = list(sinks) if isinstance(sinks, (list, tuple)) else [sinks]
     device = torch.device(device) if device is not None else resolve_device(config.device)
     named = select_parameters(model, config.param_patterns)
     params = [p for _, p in named]
@@ -184,7 +181,7 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
                         raise DivergedError(f"Chain {chain} produced non-finite weights at step {step}. "
                                             f"Lower step_size or raise gamma.")
                     checksum[draw] = total.item()
-                    on_draw(draw)
+                    deliver(sinks, Draw(chain, draw, step + 1, model, named, w_star))
                 draw += 1
             if progress is not None and (step % 5 == 0 or step == S - 1):
                 elapsed = time.perf_counter() - t0
@@ -205,7 +202,7 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
         for p, flag in zip(frozen, frozen_flags):
             p.requires_grad_(flag)
         model.train(was_training)
-    return sampling_loss, checksum, before + time.perf_counter() - t0
+    return ChainEnd(sampling_loss, checksum, before + time.perf_counter() - t0)
 
 
 def _restore(state: ChainState, named, master, params, sq_avg, noise_gen, batches: Minibatches,
@@ -243,16 +240,9 @@ def sample_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, obser
     Holds the whole chain in memory: `bif.store.runs.compute_run` streams it to disk instead (ChainWriter).
     """
     device = device or resolve_device(config.device)
-    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
-    D = config.draws
-    losses = {k: torch.zeros(D, len(ex), ex.positions, dtype=torch.float32) for k, ex in observed.items()}
-
-    def record(draw: int) -> None:
-        for k, ex in observed.items():
-            losses[k][draw] = score_examples(model, loss_fn, ex, config.score_batch_size, device, autocast).cpu()
-
-    sampling_loss, _, seconds = run_chain(model, loss_fn, train, config, chain, record, progress, device, scale)
-    return ChainTrace(losses=losses, sampling_loss=sampling_loss, seconds=seconds)
+    memory = InMemory(loss_fn, observed, config.draws, config.score_batch_size, device, config.score_dtype)
+    end = run_chain(model, loss_fn, train, config, chain, memory, progress, device, scale)
+    return ChainTrace(losses=memory.losses, sampling_loss=end.sampling_loss, seconds=end.seconds)
 
 
 def sample(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: dict[str, Examples],

@@ -202,7 +202,7 @@ def estimate_memory(model: torch.nn.Module, config: SamplerConfig, options: Scal
     training token ids. The trace itself goes to disk. An estimate, good to ~30 %: a margin is added when it is
     checked.
     """
-    from bif.core.sampler import select_parameters
+    from bif.core.params import select_parameters
 
     device = torch.device(device)
     wsize = torch.finfo(WEIGHT_DTYPES[options.weights_dtype]).bits // 8

@@ -20,6 +20,7 @@ from bif.core.estimators import Scores, _batches, from_moments
 from bif.core.examples import Examples, LossFn, score_examples
 from bif.core.files import read_json, write_json
 from bif.core.sampler import Progress, resolve_device, run_chain
+from bif.core.sinks import ToChainFile
 from bif.core.trace import ChainStack, ChainWriter, LossTrace, open_chain
 from bif.layout import TraceFiles
 
@@ -41,7 +42,6 @@ def record(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: d
     _check_resumable(files, observed, config)
     device = resolve_device(config.device)
     model.to(device)
-    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
     write_json(files.config, config.to_dict())
     for c in range(config.chains):
         path = files.chain(c)
@@ -49,17 +49,13 @@ def record(model: torch.nn.Module, loss_fn: LossFn, train: Examples, observed: d
             continue
         writer = ChainWriter(path, {k: (config.draws, len(ex), ex.positions) for k, ex in observed.items()},
                              config.steps_per_chain, config.trace_dtype)
-
-        def on_draw(draw: int) -> None:
-            for k, ex in observed.items():
-                writer.write(k, draw, score_examples(model, loss_fn, ex, config.score_batch_size, device, autocast))
-
+        sink = ToChainFile(writer, loss_fn, observed, config.score_batch_size, device, config.score_dtype)
         try:
-            sampling_loss, _, seconds = run_chain(model, loss_fn, train, config, c, on_draw, progress, device, scale)
+            end = run_chain(model, loss_fn, train, config, c, sink, progress, device, scale)
         except BaseException:
             writer.discard()
             raise
-        writer.finish(sampling_loss, seconds)
+        writer.finish(end.sampling_loss, end.seconds)
     init = {k: score_examples(model, loss_fn, ex, config.score_batch_size, device).cpu().numpy()
             for k, ex in observed.items()}
     return open_trace(files.dir, {k: ex.mask.numpy() for k, ex in observed.items()}, init)

@@ -32,7 +32,7 @@ import torch
 from filelock import FileLock
 
 from bif.errors import BIFError, CacheError, ConfigError
-from bif.core.examples import Examples, LossFn, call_loss
+from bif.core.examples import Examples, LossFn, score_batches, scoring_batches
 from bif.core.trace import ChainWriter, chain_seconds, open_chain, read_draws
 from bif.layout import RunFiles
 
@@ -141,34 +141,9 @@ def make_plan(chains: int, world: int, groups: int | None = None) -> Plan:
     return Plan(chains=chains, world=world, groups=g)
 
 
-def scoring_batches(examples: Examples, batch_size: int) -> list[torch.Tensor]:
-    """The row batches of `bif.core.examples.score_examples`: sorted by length (longest first), batch_size each."""
-    n = len(examples)
-    order = torch.argsort(examples.lengths, descending=True) if examples.lengths is not None else torch.arange(n)
-    return [order[s:s + batch_size] for s in range(0, n, batch_size)]
-
-
 def shard_rows(examples: Examples, batch_size: int, index: int, count: int) -> list[torch.Tensor]:
     """Share `index` of `count`: every count-th scoring batch (balanced, as batches are sorted by length)."""
     return scoring_batches(examples, batch_size)[index::count]
-
-
-@torch.no_grad()
-def score_batches(model: torch.nn.Module, loss_fn: LossFn, examples: Examples, batches: list[torch.Tensor],
-                  device: torch.device, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Per-position losses (Σ|batch|, P) of the given batches, in batch order (as `score_examples` computes them)."""
-    device = torch.device(device)
-    rows = sum(len(b) for b in batches)
-    out = torch.zeros(rows, examples.positions, dtype=torch.float32, device=device)
-    at = 0
-    for idx in batches:
-        inputs, mask = examples.batch(idx, device)
-        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = call_loss(loss_fn, model, inputs, mask)  # (B, P')
-        Pb = mask.shape[1]
-        out[at:at + len(idx), :Pb] = torch.where(mask, loss[:, :Pb].float(), 0.0)
-        at += len(idx)
-    return out
 
 
 def score_at_w_star(dist: Dist, model: torch.nn.Module, loss_fn: LossFn, observed: dict[str, Examples],

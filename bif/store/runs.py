@@ -26,7 +26,7 @@ from bif.store import grow, rank
 from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from bif.errors import CacheError
-from bif.core.examples import Examples, lm_token_loss, score_examples
+from bif.core.examples import Examples, lm_token_loss
 from bif.core.files import changed_files, save_tensors, seal, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.core.chainstate import save_state, state_bytes
@@ -34,6 +34,7 @@ from bif.core.draws import DrawWriter, decide_keep, draws_bytes
 from bif.layout import QueryFiles, RunFiles, Store
 from bif.store.request import RunRequest
 from bif.core.sampler import Progress, resolve_device, run_chain, select_parameters
+from bif.core.sinks import ToChainFile
 from bif.core.scale import (OutOfMemory, ScaleOptions, apply_weights_dtype, check_fits, estimate_memory,
                     out_of_memory_error)
 from bif.core.trace import ChainStack, ChainWriter, LossTrace, chain_seconds, load_chain, open_chain
@@ -283,7 +284,6 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
     observed = {"train": prep.scored, "query": prep.queries}
     lm = prep.loaded.model
     names = list(observed)
-    autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
     index, count = plan.shard(dist.rank)
     batches = {k: distributed.shard_rows(ex, config.score_batch_size, index, count) for k, ex in observed.items()}
     rows = {k: torch.cat(b) if b else torch.zeros(0, dtype=torch.long) for k, b in batches.items()}
@@ -313,19 +313,10 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
                            config.draws_dtype) if keep_draws and index == 0 else None
 
         clock.start_chain()
-
-        def record(draw: int) -> None:
-            t0 = time.perf_counter()
-            if draws is not None:
-                draws.write(draw)
-            for k, ex in observed.items():
-                if count == 1:
-                    losses = score_examples(lm, lm_token_loss, ex, config.score_batch_size, device, autocast)
-                else:
-                    losses = distributed.score_batches(lm, lm_token_loss, ex, batches[k], device, autocast)
-                writer.write(k, draw, losses)
-            writer.commit(draw + 1)  # after every set's data: a reader of the partial chain sees whole draws
-            clock.scored(time.perf_counter() - t0)
+        # the sampled parameters first, then the losses (committed after every set: readers see whole draws)
+        sinks = ([draws] if draws is not None else []) + [
+            ToChainFile(writer, lm_token_loss, observed, config.score_batch_size, device, config.score_dtype,
+                        batches=None if count == 1 else batches, on_scored=clock.scored)]
 
         def save_end(state) -> None:
             if keep_state:
@@ -335,7 +326,7 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
             resume = prefix.seed(c, writer, draws) if prefix is not None and count == 1 and \
                 prefix.has_chain(c, draws is not None, config.draws_dtype) else None
             sampling_loss, checksum, seconds = run_chain(
-                lm, lm_token_loss, prep.train_all, config, c, record,
+                lm, lm_token_loss, prep.train_all, config, c, sinks,
                 _overall(progress, c, config, pos, len(mine), clock), device, scale, resume=resume, on_end=save_end)
         except BaseException as e:
             writer.discard()
