@@ -343,7 +343,12 @@ def sidebar() -> None:
                 st.markdown(f"**Query** {md_escape(short(q['prompt'], 60, tail=True))} → "
                             f"**{md_escape(short(q['completion'], 40))}**")
             else:
-                st.markdown(f"**Query** #{v['q'] + 1} (added by replay)")
+                try:  # a query added later (stored draws or replay) is not in request.json: the run knows it
+                    added = open_run(v["run"]).queries[v["q"]]
+                    st.markdown(f"**Query** {md_escape(short(added.prompt, 60, tail=True))} → "
+                                f"**{md_escape(short(added.completion, 40))}** (added later)")
+                except (bif.BIFError, IndexError, OSError):
+                    st.markdown(f"**Query** #{v['q'] + 1} (added later)")
             st.caption(f"run {v['run']} · finished")
         if v.get("job"):
             from views import jobview

@@ -59,7 +59,8 @@ def data_summary(source: str, mtime: float) -> tuple[int, float]:
     return len(texts), sum(len(t) for t in texts) / max(len(texts), 1) / 3.5 + 1
 
 
-@st.cache_resource(show_spinner="Loading the model (the demo model is built on first use, a few minutes)…",
+@st.cache_resource(show_spinner="Loading the model (on first use the demo model is trained and SmolLM2 converted: "
+                                "minutes)…",
                    max_entries=1)
 def loaded_model(spec: bif.ModelSpec, root: str):
     return bif.load_model(spec, root)
