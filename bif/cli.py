@@ -182,7 +182,8 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
     from bif.core.diagnostics import THRESHOLDS_SOURCE
 
     print("convergence checks (" + THRESHOLDS_SOURCE + "): " + "; ".join(
-        f"{c.name} {c.value:.3g} ({'ok' if c.ok else 'undefined' if c.ok is None else 'not met'}, recommended "
+        f"{c.name} {c.value:{'.3f' if 'R-hat' in c.name else '.0f'}} "
+        f"({'ok' if c.ok else 'undefined' if c.ok is None else 'not met'}, recommended "
         f"{c.threshold})" for c in d.checks()))
 
 
