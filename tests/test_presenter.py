@@ -165,6 +165,18 @@ def test_presenter_walk(server, browser):  # noqa: F811 - fixtures
     assert page.locator('[data-testid="stDataFrame"]').count() == 1
     shots(page, "4-compare")
 
+    # a real model: its own preset, and before Start what it costs here and what fits a CPU
+    page.get_by_role("link", name="Run", exact=True).click()
+    page.get_by_role("heading", name="Run BIF on a completion").wait_for()
+    settle(page)
+    page.get_by_text("SmolLM2-135M-Instruct").click()
+    settle(page)
+    cost = page.get_by_text(re.compile("CPU only, no GPU"))
+    if cost.count():  # no GPU on this machine
+        print(f"SmolLM2 before Start: {cost.first.inner_text()!r}")
+        assert "CPU approximation" in cost.first.inner_text()
+    shots(page, "6-smollm2")
+
     for name, heading in (("Evidence", "Evidence"), ("Runs", "Runs")):
         page.get_by_role("link", name=name).click()
         page.get_by_role("heading", name=heading).first.wait_for()

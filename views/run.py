@@ -326,7 +326,8 @@ def cost_here(spec: jobspec.JobSpec, n_train: int, tokens: float, seconds: float
     text = (f"On this machine (CPU only, no GPU) this run takes about **{jobs.format_seconds(seconds)}**. A GPU is "
             "the place for it (`python -m bif run` there, then open the run here).")
     if approx and approx["seconds"] < seconds:
-        text += (f" Affordable here: the **CPU approximation** ({approx['label']}), about "
+        text += (f" {'Affordable' if approx['seconds'] <= jobs.CPU_BUDGET_S else 'Cheaper'} here: the **CPU "
+                 f"approximation** ({approx['label']}), about "
                  f"**{jobs.format_seconds(approx['seconds'])}**. It is an approximation and its results say so.")
     st.warning(text, icon=":material/timer:")
     if approx and approx["seconds"] < seconds:
