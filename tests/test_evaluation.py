@@ -272,3 +272,16 @@ def test_evidence_takeaway_says_only_what_the_numbers_support():
     assert "checkpoints" in text and "loss 0.17 per token after 40 epochs" in text
     res["methods"] = [m for m in res["methods"] if m["method"] != "tracin"]
     assert "checkpoints" not in takeaway(res)
+
+
+def test_evaluation_set_reads_settings_as_the_cli_does():
+    import argparse
+
+    from bif.evaluation.__main__ import _configs
+
+    args = argparse.Namespace(quick=False, n_train=None, cmd="run", preset="demo-cpu", subsets=None, seeds=[0],
+                              methods=None, ekfac_damping=None,
+                              set=["param_patterns=model.layers.1.*,lm_head.*", "draws=20", "step_size=1e-4"])
+    _, cfg = _configs(args)
+    assert cfg.bif.param_patterns == ("model.layers.1.*", "lm_head.*")  # was split into single characters
+    assert cfg.bif.draws == 20 and cfg.bif.step_size == 1e-4

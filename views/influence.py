@@ -9,6 +9,7 @@ import streamlit as st
 from bif import render
 from bif.export import context as export_context
 from bif.core import findings
+from bif.core.config import MEASURED
 from views import ask, common, exports, grow, provisional, rankall
 from views.ui import html as ui, pick
 
@@ -175,7 +176,8 @@ def ranking_section(run, rid, q, token, scores, what, sid) -> list[int]:
     elif int(scores.significant.sum()) < len(listed):
         st.caption(":material/info: Grey cards (*noise* badge) are within the noise: their order is not a finding "
                    "and changes from seed to seed (on the 12 demo queries, two independently seeded demo-cpu runs "
-                   "shared 27 % of their top-5 supporting lists, mostly the one finding; `python -m bif bench`).")
+                   f"shared {MEASURED['top5_overlap']['demo-cpu'] * 100:.0f} % of their top-5 supporting lists, "
+                   "mostly the one finding; `python -m bif bench`).")
     st.caption(f"Tokens inside each training text are coloured by their own influence on {what}, on one scale for "
                f"all cards (full colour = ±{card_vmax:.3f}); boxed bold tokens carry most of the sample's influence.")
     return listed

@@ -14,6 +14,7 @@ from bif.store import catalog
 from bif.service import jobs, jobspec
 from bif.store.request import RunRequest
 from bif.core.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES, preset_for
+from bif.core.config import MEASURED
 from bif.layout import BUILD_INFO, model_config
 from bif.lm.data import scored_indices
 from views import common, jobview
@@ -23,6 +24,7 @@ MODELS = {"demo": "Demo: tiny Llama trained on chatterbot conversations", "smoll
           "local": "A model directory on disk"}
 DATA = {"demo": "Demo corpus (chatterbot conversations)", "upload": "Upload a file", "path": "A file on disk"}
 CHOICES = {"preconditioner": PRECONDITIONERS, "score_dtype": DTYPES, "trace_dtype": TRACE_DTYPES}
+AGREE = MEASURED["seed_agreement"]
 KEEP = {"persist_state": "session"}  # keep what was typed when the user visits another page and comes back
 PLAIN = {"step_size": "Step size", "nbeta": "Pull towards low training loss", "gamma": "Pull back to the trained weights",
          "chains": "Independent chains", "draws": "Draws kept per chain", "burn_in": "Warm-up steps (discarded)",
@@ -262,11 +264,11 @@ def sampler_section(model: bif.ModelSpec) -> tuple[str, bif.SamplerConfig]:
     smollm2 = model.name_or_path == "smollm2"
     st.session_state.setdefault("preset", preset_for(model.name_or_path))
     name = st.selectbox("Preset", list(bif.PRESETS), key="preset", **KEEP,
-                        help="demo-cpu: a few minutes on a CPU, strongest influences only (two seeds agreed on 74 % of "
-                             "its findings). careful-cpu: about 3× longer, tighter error bars (81 %; use it for "
-                             "findings). paper-gpu: for a GPU. smollm2-gpu: paper-gpu with a 10× smaller "
-                             "step, for SmolLM2 (picked for it automatically). smoke: seconds, for checks, not "
-                             "findings.")
+                        help="demo-cpu: a few minutes on a CPU, strongest influences only (two seeds agreed on "
+                             f"{AGREE['demo-cpu'] * 100:.0f} % of its findings). careful-cpu: about 3× longer, "
+                             f"tighter error bars ({AGREE['careful-cpu'] * 100:.0f} %; use it for findings). "
+                             "paper-gpu: for a GPU. smollm2-gpu: paper-gpu with a 10× smaller step, for SmolLM2 "
+                             "(picked for it automatically). smoke: seconds, for checks, not findings.")
     if smollm2 and bif.PRESETS[name].step_size > bif.PRESETS["smollm2-gpu"].step_size:
         st.warning("This preset's step size was calibrated on the demo model. On SmolLM2 a step of 3e-4 drove the "
                    "sampling loss from 3.7 to 14 within 3 steps (the chain left the trained basin; "

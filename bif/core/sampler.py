@@ -54,7 +54,7 @@ def sgld_step(params: list[torch.Tensor], grads: list[torch.Tensor], w_star: lis
         if p0.device != p.device:  # w* offloaded to the host
             p0 = p0.to(p.device, non_blocking=True)
         drift = nbeta * g + gamma * (p - p0)
-        if sq_avg is not None:  # RMSProp preconditioning of the likelihood gradient nβ·g
+        if sq_avg is not None:  # RMSProp: V tracks (nβ·g)², G = 1/(eps + √V) scales the whole drift and the noise
             sq_avg[i].mul_(rmsprop_alpha).addcmul_(g, g, value=(1 - rmsprop_alpha) * nbeta**2)
             precond = 1.0 / (rmsprop_eps + sq_avg[i].sqrt())
             p.sub_(0.5 * eps * precond * drift)
@@ -117,7 +117,7 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
 
     `resume` continues a chain from its saved state after `resume.step` steps (bif.core.chainstate; the model
     still at w*): the result is bitwise that of the uninterrupted chain, sampling losses and checksums of the
-    earlier steps included (seconds too: the chain's total); only draws from `resume.draw` on reach `on_draw`. `on_end`, if given, receives the
+    earlier steps included (seconds too: the chain's total); only draws from `resume.draw` on reach the sinks. `on_end`, if given, receives the
     state after the last step (before w* is restored), from which a longer chain can continue.
     """
     scale = scale or ScaleOptions()

@@ -8,7 +8,6 @@ Both resume from cache/evaluation/ when stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,18 +21,8 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def _configs(args):
+    from bif.core.config import parse_settings as _parse_set  # the CLI's --set: patterns comma-separated
     from bif.core.config import preset
     from bif.evaluation.benchmark import BenchmarkSpec, quick_spec
     from bif.evaluation.evaluate import METHODS, EvalConfig

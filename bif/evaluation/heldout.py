@@ -3,7 +3,8 @@
 Each entry is (paraphrase, exact source question in `bif.lm.corpus.demo_conversations()`, source answer prefix).
 Written fresh for this purpose: no source is shared with the TUNING set (`bif.lm.corpus.DEMO_QUERIES`, which
 chose `demo-cpu`) or with the LDS benchmark's `bif.evaluation.queries.PARAPHRASES` (tests/test_heldout.py checks
-this and that every entry resolves to exactly one conversation). Not yet wired into `bif bench` (issue 13).
+this and that every entry resolves to exactly one conversation). `bif bench --interactive`
+(bench/interactive.py) scores on them.
 """
 
 from bif.evaluation.queries import Paraphrase

@@ -1,4 +1,4 @@
-"""Reproducibility frontier and sensitivity of BIF on the LDS benchmark (issue 4, items 5-6).
+"""Reproducibility frontier and sensitivity of BIF on the LDS benchmark.
 
 For each sampler setting, BIF runs with two independent seeds. A run with D draws per chain also yields every
 shorter run: its first d draws (and its first c chains) are exactly what a run with d draws would have produced,

@@ -31,7 +31,6 @@ from bif.service.jobspec import JobSpec, rank_job_spec
 from bif.core.files import read_json, write_json
 from bif.layout import JobFiles, Store, model_config, model_weights
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 HISTORY_POINTS = 200  # per chain, kept in progress.json for the live chart
 WRITE_EVERY_S = 0.5
@@ -278,7 +277,10 @@ def _rank_afterwards(spec: JobSpec, run) -> None:
 
 
 def run_job(d: str | Path) -> str:
-    """Execute the job in directory d (in this process). Returns the final state; never raises."""
+    """Execute the job in directory d (in this process). Returns the final state.
+
+    Rank 0 never raises: every failure ends in status.json. A follower rank (RANK > 0) returns 'cancelled' on a
+    cancel and otherwise raises what its share raised (torchrun then stops the job's other processes)."""
     files = JobFiles(Path(d))
     if int(os.environ.get("RANK", "0")) > 0:
         return _follower(files)

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from bif.dist import distributed
-from bif.store import grow, rank
+from bif.store import grow, ranked
 from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
 from bif.errors import CacheError
@@ -468,7 +468,7 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
               query_sets=[own])
     for qfiles in files.query_sets():
         run.query_sets.append(_open_query_set(qfiles, config, verify))
-    rank.merge(run, verify)  # the training texts ranked after the run (bif.store.rank), if any
+    ranked.merge(run, verify)  # the training texts ranked after the run (bif.store.rank), if any
     return run
 
 
