@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from bif.errors import ConfigError
+
 # A program, not the library: this process reads models from disk only and keeps the terminal quiet.
 for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
@@ -74,11 +76,12 @@ def cmd_run(args) -> int | None:
     config = _config(args)
     procs = _procs(args, config)
     if procs > 1 and "WORLD_SIZE" not in os.environ:  # check the inputs once, then start the processes
-        _check_inputs(args, model, data, config, main=True)
+        config, loaded = _check_inputs(args, model, data, config, main=True)
+        _check_procs_memory(args, loaded, data, config, procs)
         return _relaunch(args, procs)
     dist, scale, say = cli_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
     if not os.environ.get("BIF_INPUTS_CHECKED"):  # set by _relaunch: the parent checked them
-        config = _check_inputs(args, model, data, config, main=dist.is_main)
+        config, _ = _check_inputs(args, model, data, config, main=dist.is_main)
     if dist.world > 1:  # every rank observes the completion that rank 0 generated (or was given)
         import torch
 
@@ -105,6 +108,9 @@ def _check_inputs(args, model, data, config, main: bool):
     close, progress = _bar() if main else (lambda: None, None)
     loaded = load_model(model, args.cache, progress=progress)
     close()
+    if args.completion is None and not args.prompt.strip():
+        raise ConfigError("An empty --prompt gives the model nothing to continue: give a prompt, or the text to "
+                          "score as --completion (at least 2 tokens).")
     if args.completion is None and main:
         args.completion = generate_completion(loaded, args.prompt, args.max_new_tokens,
                                               greedy=args.seed_gen is None, seed=args.seed_gen or 0)
@@ -117,7 +123,29 @@ def _check_inputs(args, model, data, config, main: bool):
         if main:
             print(f"approximation: sampling only {', '.join(config.param_patterns)}")
         args.set = [*(args.set or []), "param_patterns=" + ",".join(config.param_patterns)]
-    return config
+    return config, loaded
+
+
+def _check_procs_memory(args, loaded, data, config, procs: int) -> None:
+    """OutOfMemory (with the estimate) when `procs` processes of this run do not fit in this machine's memory."""
+    from bif.core.scale import ScaleOptions, check_fits, estimate_memory
+    from bif.lm.data import load_texts
+
+    scale = ScaleOptions(weights_dtype=args.weights_dtype, grad_checkpointing=args.grad_checkpointing,
+                         offload_w_star=args.offload_w_star, memory_budget_gb=args.memory_budget_gb,
+                         chain_groups=args.chain_groups)
+    if not scale.check_memory:
+        return
+    n = len(load_texts(data.source))
+    scored = n if data.n_scored is None else min(n, data.n_scored + data.nearest_per_query)
+    est = estimate_memory(loaded.model, config, scale, n_train=n, n_scored=scored, n_query=1,
+                          seq_len=min(data.max_length, loaded.max_length) + 1, device="cpu",
+                          processes_per_node=procs)
+    try:
+        check_fits(est)
+    except MemoryError as e:
+        raise ConfigError(f"--procs {procs}: {procs} processes of this run do not fit in memory. {e} "
+                          "Use fewer processes (--procs 1).") from None
 
 
 def _relaunch(args, procs: int) -> int:
@@ -140,27 +168,79 @@ def _relaunch(args, procs: int) -> int:
     if errors:
         print(f"error: {errors[0].splitlines()[0]}", file=sys.stderr)
         return 2
-    print(proc.stderr[-4000:], file=sys.stderr)
+    print(f"error: {_worker_failure(proc.stderr, procs)}", file=sys.stderr)
     return 1
 
 
+def _worker_failure(stderr: str, procs: int) -> str:
+    """One line for a torchrun failure that printed no message of ours (a killed worker): what happened, and
+    that rerunning resumes. torchrun's ChildFailedError report is not shown."""
+    import re
+
+    signal = re.search(r"Signal (\d+) \((SIG\w+)\)", stderr) or re.search(r"exitcode\s*:\s*-(\d+)", stderr)
+    if signal:
+        name = signal.group(2) if signal.lastindex and signal.lastindex > 1 else f"signal {signal.group(1)}"
+        what = f"one of the {procs} worker processes was killed ({name}: out of memory, or stopped by someone)"
+    else:
+        raised = re.findall(r"^(\w+(?:Error|Exception)): (.+)$", stderr, flags=re.M)
+        what = (f"one of the {procs} worker processes failed ({raised[-1][0]}: {raised[-1][1][:160]})" if raised
+                else f"one of the {procs} worker processes stopped unexpectedly")
+    return f"{what}. Finished chains are kept: run the same command again to resume (or use --procs 1)."
+
+
 def _procs(args, config) -> int:
-    """--procs: 'auto' = on CPU one process per core up to the number of chains (at most 4); on a GPU, 1."""
-    if args.procs != "auto":
-        return max(1, int(args.procs))
+    """--procs: 'auto' = on CPU one process per core up to the number of chains (at most 4); on a GPU, 1.
+
+    A number must be between 1 and the number of CPU cores (GPUs, under CUDA); the memory bound is checked once
+    the model is loaded (_check_procs_memory)."""
+    if "WORLD_SIZE" in os.environ:  # a worker under torchrun: the parent checked --procs
+        return int(os.environ["WORLD_SIZE"])
     import torch
 
-    if torch.cuda.is_available():
-        return 1
-    return max(1, min(config.chains, os.cpu_count() or 1, 4))
+    if args.procs == "auto":
+        return 1 if torch.cuda.is_available() else max(1, min(config.chains, os.cpu_count() or 1, 4))
+    try:
+        procs = int(args.procs)
+    except ValueError:
+        raise ConfigError(f"--procs {args.procs}: give a number of processes (e.g. --procs 2) or 'auto'.") from None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit, what = (torch.cuda.device_count(), "GPUs") if torch.cuda.is_available() else (cores, "CPU cores")
+    if not 1 <= procs <= max(limit, 1):
+        raise ConfigError(f"--procs {procs}: this machine has {limit} {what}; use 1 to {max(limit, 1)} (or 'auto'). "
+                          "More processes than that only compete for the same cores and memory.")
+    return procs
+
+
+def _check_view(run, query: int, token) -> None:
+    """ConfigError when --query or --token (a position, or a span's positions) is outside the run (from 0)."""
+    n = len(run.queries)
+    if not 0 <= query < n:
+        raise ConfigError(f"--query {query}: this run has {n} quer{'y' if n == 1 else 'ies'}; use 0 to {n - 1} "
+                          f"(`bif top {run.key} --query N`).")
+    if token is not None:
+        import numpy as np
+
+        trace, row = run.trace(query)
+        positions = np.flatnonzero(trace.masks["query"][row])
+        wanted = [token] if isinstance(token, int) else list(token)
+        if not wanted or any(t not in positions for t in wanted):
+            shown = token if isinstance(token, int) else f"{wanted[0]}-{wanted[-1]}" if wanted else "(empty span)"
+            raise ConfigError(f"--token {shown}: not a completion position of query {query}; its completion is at "
+                              f"positions {positions[0]} to {positions[-1]}. Leave --token out for the whole "
+                              "completion.")
 
 
 def _print_top(run, query: int, token: int | None, k: int) -> None:
     from bif.core import influence
 
+    _check_view(run, query, token)
+    for note in run.quarantined:
+        print(f"note: {note}")
     trace, row = run.trace(query)
     s = influence.samples(trace, row, token)
-    print(f"\nquery: {run.queries[query].prompt!r} -> {run.queries[query].completion!r}")
+    from bif.render import visible
+
+    print(f"\nquery: {visible(repr(run.queries[query].prompt))} -> {visible(repr(run.queries[query].completion))}")
     print(f"scored: {run.request['how_scored']}")
     if run.request.get("approximate"):
         print(f"approximation: only parameters matching {run.config.param_patterns} were sampled")
@@ -169,7 +249,7 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
     for sign in ("support", "oppose"):
         print(f"\nmost {'supporting' if sign == 'support' else 'opposing'}:")
         for i in s.top(k, sign):
-            text = run.train_texts[i].replace("\n", " ⏎ ")
+            text = visible(run.train_texts[i]).replace("\n", " ⏎ ")
             print(f"  {s.support[i]:+.3f} ± {s.support_se[i]:.3f} {'*' if s.significant[i] else ' '} "
                   f"#{run.train_ids[i]:<5} {text[:90]}")
     st = influence.stability(trace, row, k=min(k, 10), token=token)
@@ -190,11 +270,13 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
 def _open(args):
     from pathlib import Path
 
-    from bif.layout import Store
+    from bif.store.catalog import is_run_key, run_dir
     from bif.store.runs import open_run
 
     path = Path(args.run)
-    return open_run(path if path.is_dir() else Store(args.cache).run(args.run).dir)
+    if not is_run_key(args.run) and path.is_dir():  # a run folder given by its path (e.g. copied from a cluster)
+        return open_run(path)
+    return open_run(run_dir(args.run, args.cache))
 
 
 def cmd_top(args) -> None:
@@ -246,6 +328,27 @@ def _positions(token: str | None):
         raise DataError(f"--token {token!r}: give a completion position (e.g. 5) or a span (e.g. 5-7).") from None
 
 
+def _output(path: str, mode: str = "w"):
+    """The file to write an export to; OutputError (saying what to do) when it cannot be written there."""
+    from pathlib import Path
+
+    from bif.errors import OutputError
+
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"--out {path}: is a folder; give a file name inside it, e.g. {p / 'scores.csv'}.")
+    if not p.parent.is_dir():
+        raise OutputError(f"--out {path}: the folder {str(p.parent)!r} does not exist. Create it, or choose "
+                          "another path.")
+    if str(p.resolve()).startswith(("/proc/", "/sys/", "/dev/")):
+        raise OutputError(f"--out {path}: a system path, not a place for files. Choose a path in your folders.")
+    try:
+        return open(p, mode, newline="", encoding="utf-8") if "b" not in mode else open(p, mode)
+    except OSError as e:
+        raise OutputError(f"--out {path}: cannot write there ({e.strerror}). Choose a folder you may write to.") \
+            from None
+
+
 def cmd_export(args) -> None:
     """Scores (csv, json), the heatmap page (html) or a figure (png, svg), each with its context (bif.export)."""
     from bif import export
@@ -253,6 +356,7 @@ def cmd_export(args) -> None:
 
     run = _open(args)
     token = _positions(args.token)
+    _check_view(run, args.query, token)
     if args.format in ("png", "svg", "html"):
         from bif import image
 
@@ -267,7 +371,7 @@ def cmd_export(args) -> None:
             out.write(data.encode() if isinstance(data, str) else data)
             out.flush()
             return
-        with open(args.out, "w" if isinstance(data, str) else "wb") as f:
+        with _output(args.out, "w" if isinstance(data, str) else "wb") as f:
             f.write(data)
         print(f"wrote {args.out}")
         return
@@ -278,7 +382,7 @@ def cmd_export(args) -> None:
     if not args.out:
         sys.stdout.write(text)
         return
-    with open(args.out, "w", newline="", encoding="utf-8") as f:
+    with _output(args.out) as f:
         f.write(text)
     print(f"wrote {len(rows)} rows to {args.out}")
 
@@ -287,7 +391,8 @@ def cmd_runs(args) -> None:
     from bif.store.catalog import list_runs
 
     for r in list_runs(args.cache):
-        state = f"done, {r['verdict'] or '?'}" if r["complete"] else f"partial ({r['chains_done']} chains)"
+        state = f"done, {r['verdict'] or '?'}" if r["complete"] else f"partial ({r['chains_done']} chains)" \
+            if r["started"] else "failed at start"
         print(f"{r['key']}  {state:<18} {r['model'][:30]:<30} {r['data'][-30:]:<30} {r['size_mb']:6.1f} MB  "
               f"{r['query'][:40]!r}")
 
@@ -332,16 +437,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default="demo", help="'demo', 'smollm2' or a local model directory")
     r.add_argument("--trust-remote-code", action="store_true")
     r.add_argument("--data", default="demo", help="'demo' or a .txt/.jsonl/.csv/.parquet file")
-    r.add_argument("--max-length", type=int, default=64)
-    r.add_argument("--n-scored", type=int, default=256, help="training samples ranked (0 = all)")
+    r.add_argument("--max-length", type=_positive("tokens", 2), default=64)
+    r.add_argument("--n-scored", type=_positive("count", 0), default=256, help="training samples ranked (0 = all)")
     r.add_argument("--prompt", required=True)
     r.add_argument("--completion", help="omit to let the model generate it")
-    r.add_argument("--max-new-tokens", type=int, default=32)
-    r.add_argument("--seed-gen", type=int, help="sample the completion with this seed (default: greedy)")
+    r.add_argument("--max-new-tokens", type=_positive("tokens"), default=32)
+    r.add_argument("--seed-gen", type=_positive("seed", 0),
+                   help="sample the completion with this seed (default: greedy)")
     r.add_argument("--preset", default="demo-cpu")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting, e.g. draws=200")
-    r.add_argument("--last-blocks", type=int, help="sample only the last K transformer blocks (an approximation)")
-    r.add_argument("-k", type=int, default=5)
+    r.add_argument("--last-blocks", type=_positive("blocks", 0),
+                   help="sample only the last K transformer blocks (an approximation)")
+    r.add_argument("-k", type=_positive("k"), default=5, help="samples shown per list")
     r.add_argument("--procs", default="auto", help="processes sharing the run (chains are spread over them); "
                    "'auto' = one per CPU core up to the number of chains, 1 on a GPU")
     from bif.dist.distributed import add_cli_arguments
@@ -352,11 +459,11 @@ def parser() -> argparse.ArgumentParser:
                            "write a run's scores (CSV, JSON), its heatmap page (HTML) or a figure (PNG, SVG)")):
         t = sub.add_parser(name, help=hlp)
         t.add_argument("run", help="run key or directory")
-        t.add_argument("--query", type=int, default=0)
-        t.add_argument("--token", type=int if name == "top" else str,
+        t.add_argument("--query", type=_positive("query", 0), default=0, help="query number, from 0")
+        t.add_argument("--token", type=_positive("token", 0) if name == "top" else str,
                        help="one completion position instead of the whole completion" + ("" if name == "top" else
                             "; A-B for a span (influence on its summed loss)"))
-        t.add_argument("-k", type=int, default=10)
+        t.add_argument("-k", type=_positive("k"), default=10, help="samples shown per list")
         if name == "export":
             t.add_argument("--format", choices=("csv", "json", "html", "png", "svg"), default="csv",
                            help="csv/json: every ranked sample's scores; html: the token x token heatmap page; "
@@ -371,10 +478,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("run", help="run key or directory")
     a.add_argument("--prompt", required=True)
     a.add_argument("--completion", help="omit to let the run's model generate it (greedy)")
-    a.add_argument("--max-new-tokens", type=int, default=32)
+    a.add_argument("--max-new-tokens", type=_positive("tokens"), default=32)
     a.add_argument("--method", choices=("auto", "draws", "replay"), default="auto",
                    help="'auto' = stored draws when the run has them, else replay")
-    a.add_argument("-k", type=int, default=5)
+    a.add_argument("-k", type=_positive("k"), default=5)
     a.set_defaults(fn=cmd_ask)
     sub.add_parser("runs", help="list cached runs").set_defaults(fn=cmd_runs)
     dl = sub.add_parser("delete", help="delete a cached run")
@@ -400,18 +507,45 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(name: str, minimum: int = 1):
+    """An argparse type: an integer ≥ minimum, with a message that says so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: use {minimum} or more")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+def check_args(args) -> None:
+    """Checks at the boundary that argparse cannot express: the cache must be a folder (or not exist yet)."""
+    from pathlib import Path
+
+    cache = Path(args.cache)
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError(f"--cache {args.cache}: is a file, not a folder. Give a folder for runs and models "
+                          "(it is created if missing), e.g. --cache cache.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from bif.errors import BIFError
+    from bif.errors import user_message
 
     try:
+        check_args(args)
         rc = args.fn(args)
         if rc:
             return rc
-    except BIFError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: finished chains are kept; run the same command again to resume.", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - every error is one line; BIF_DEBUG=1 shows the traceback
+        if os.environ.get("BIF_DEBUG"):
+            raise
+        print(f"error: {user_message(e, log='the traceback (rerun with BIF_DEBUG=1 to see it)')}", file=sys.stderr)
+        return 2
     return 0

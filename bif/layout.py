@@ -15,6 +15,7 @@
         parts/                              only while a distributed run is in progress (bif.dist)
         queries/<qkey>/                     QueryFiles: queries added later (queries.json, examples, chains)
         ranked/                             RankedFiles: the other training texts, ranked afterwards (rows.json...)
+        quarantine/                         damaged query sets or ranked texts, set aside by open_run
         lock, COMPLETE, VERIFIED            file lock; sha256 of every file (written last); last verified stamps
       jobs/<id>/                            JobFiles: a background job (bif.service.jobs)
       models/<name>/                        built-in models (bif.lm.builtin)
@@ -196,6 +197,11 @@ class RunFiles(Sealed):
     def ranked(self) -> "RankedFiles":
         return RankedFiles(self.dir / "ranked")
 
+    @property
+    def quarantine(self) -> Path:
+        """Added query sets or ranked texts found damaged, set aside by open_run (not deleted)."""
+        return self.dir / "quarantine"
+
     def markers(self) -> list[Path]:
         """The COMPLETE markers of the run, its query sets and its ranked texts (they change when one finishes)."""
         return [self.complete, *sorted(self.queries_dir.glob(f"*/{COMPLETE}")), self.ranked.complete]
@@ -301,6 +307,11 @@ class Store:
     @property
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
+
+    @property
+    def jobs_start_lock(self) -> Path:
+        """Held while a job is looked up and created, so that two simultaneous starts make one job."""
+        return self.jobs_dir / "start.lock"
 
     def job(self, job_id: str) -> JobFiles:
         """A job folder; ValueError for ids that are not plain names (no path tricks)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import numpy as np
 import plotly.graph_objects as go
@@ -25,20 +26,32 @@ QUANTITY = "support = posterior correlation Corr(loss of the training data, loss
 CHAIN_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
 
 
+# Unicode bidirectional controls: in untrusted text they could reorder what the page shows (an RTL override
+# turns "evil" into "live"), so they are shown as visible code points, e.g. ⟨U+202E⟩.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """`text` with every bidirectional control character replaced by a visible ⟨U+XXXX⟩ (nothing else changes)."""
+    return BIDI_CONTROLS.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", str(text))
+
+
 def esc(text: str) -> str:
-    """HTML-escape (quotes too): use for every piece of training or query text put into HTML."""
-    return html.escape(str(text), quote=True)
+    """HTML-escape (quotes too) and show bidi controls: use for every piece of training or query text in HTML."""
+    return html.escape(visible(text), quote=True)
 
 
 def show_token(tok: str) -> str:
-    """A token as displayed: newlines and tabs made visible (still unescaped)."""
-    return tok.replace("\r", "").replace("\n", "↵\n").replace("\t", "→\t") if tok else "∅"
+    """A token as displayed: newlines and tabs made visible (still unescaped). A token that is only the first byte
+    pieces of a character (shown whole on the token that completes it, see bif.lm.data) shows as nothing."""
+    return visible(tok).replace("\r", "").replace("\n", "↵\n").replace("\t", "→\t")
 
 
 def label_token(tok: str) -> str:
-    """A one-line label for a token (axis ticks, buttons): whitespace shown as symbols, unescaped."""
-    s = tok.replace("\n", "↵").replace("\t", "→")
-    return s if s.strip() else s.replace(" ", "␣") or "∅"
+    """A one-line label for a token (axis ticks, buttons): whitespace shown as symbols, unescaped; '·' for the
+    leading byte pieces of a character (bif.lm.data)."""
+    s = visible(tok).replace("\n", "↵").replace("\t", "→")
+    return s if s.strip() else s.replace(" ", "␣") or "·"
 
 
 def scale_max(*arrays: np.ndarray) -> float:

@@ -152,7 +152,9 @@ def test_training_text_is_escaped(xss_run):
 
 def test_unknown_run_is_a_message_not_a_traceback(tiny_run):
     at = app(tiny_run[0], "views/influence.py", run="nope")
-    assert "not in the cache" in at.error[0].value
+    assert "not a run key" in at.error[0].value and "bif runs" in at.error[0].value
+    at = app(tiny_run[0], "views/influence.py", run="0123456789abcdef")
+    assert "No run 0123456789abcdef in" in at.error[0].value and "bif runs` lists them" in at.error[0].value
 
 
 def test_diagnostics_page(tiny_run):

@@ -85,7 +85,7 @@ def test_internal_error_is_generic(tiny_lm, tiny_corpus, tmp_path, monkeypatch):
     job_id = jobs.create_job(request(tiny_lm, tiny_corpus, tmp_path), tmp_path)
     jobs.run_job(jobs.job_dir(job_id, tmp_path))
     s = jobs.job_status(job_id, tmp_path)
-    assert s["state"] == "failed" and "Internal error (RuntimeError)" in s["message"]
+    assert s["state"] == "failed" and "Unexpected problem (RuntimeError)" in s["message"]
     assert "secret" not in s["message"] and "log" in s["message"]
 
 

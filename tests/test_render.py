@@ -82,7 +82,7 @@ def test_pair_figure_cells_match_scores():
 
 
 def test_whitespace_tokens_are_visible():
-    assert render.label_token(" ") == "␣" and render.label_token("\n") == "↵" and render.label_token("") == "∅"
+    assert render.label_token(" ") == "␣" and render.label_token("\n") == "↵" and render.label_token("") == "·"
     assert render.show_token("a\nb") == "a↵\nb"
 
 

@@ -140,8 +140,10 @@ def test_new_query_by_replay_equals_computing_it_with_the_run(tiny_lm, tiny_corp
     data = bytearray(qchain.read_bytes())
     data[-5] ^= 0xFF
     qchain.write_bytes(bytes(data))
-    with pytest.raises(CacheError, match="Query set .* is corrupt"):
-        bif.open_run(run.dir)
+    reopened = bif.open_run(run.dir)  # the damaged added set is set aside; the run and its own query still open
+    assert reopened.queries == [QUERY] and len(reopened.quarantined) == 1 and "damaged" in reopened.quarantined[0]
+    np.testing.assert_array_equal(reopened.trace(0)[0].losses["query"], run.trace(0)[0].losses["query"])
+    assert not list(run.dir.glob("queries/*/COMPLETE")) and len(list(run.dir.glob("quarantine/*"))) == 1
 
 
 def test_replay_that_does_not_reproduce_fails_loudly(tiny_lm, tiny_corpus, tmp_path):

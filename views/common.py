@@ -19,6 +19,7 @@ import bif
 from bif.core import influence
 from bif.layout import RunFiles, Store
 from bif.service import jobs
+from bif.store import catalog
 
 log = logging.getLogger("bif.app")
 VIEW_KEYS = ("run", "q", "token", "span", "sample", "job", "by", "k", "q2", "run2")
@@ -46,6 +47,7 @@ def view() -> dict:
         v["q"] = v["q"] or 0
         v["span"] = parse_span(v["span"])
         v["by"] = "one" if v["by"] == "one" else None  # colour the completion by one sample (else: all)
+
         try:
             v["job"] and jobs.job_dir(v["job"], cache_root())
         except ValueError:
@@ -123,11 +125,12 @@ def _open_run(path: str, signature: str) -> bif.Run:
 
 def open_run(key: str) -> bif.Run:
     """The finished run `key` (opened once per change, then shared). BIFError if missing or incomplete."""
+    d = catalog.run_dir(key, cache_root())  # refuses anything but a run key; RunNotFound says where it looked
     files = store().run(key)
-    d = files.dir
     if not files.request.exists():
-        raise bif.BIFError(f"Run {key!r} is not in the cache ({cache_root()}). Pick one on the Runs page.")
-    return _open_run(str(d.resolve()), run_signature(d))
+        raise bif.BIFError(f"Run {key} in {cache_root()} failed before it started (it has no inputs). Delete it on "
+                           "the Runs page, and start it again on the Run page.")
+    return _open_run(str(d), run_signature(d))
 
 
 def current_run() -> tuple[bif.Run, int] | None:
@@ -138,6 +141,8 @@ def current_run() -> tuple[bif.Run, int] | None:
         st.page_link("views/run.py", label="Go to the Run page", icon=":material/play_circle:")
         return None
     run = open_run(v["run"])
+    for note in run.quarantined:
+        st.warning(note, icon=":material/warning:")
     if not 0 <= (v.get("q") or 0) < len(run.queries):
         set_view(q=0, token=None)
     return run, v.get("q") or 0
@@ -214,7 +219,9 @@ def diagnosis(_run: bif.Run, rid: str) -> bif.Diagnosis:
 
 
 def run_request(key: str) -> dict | None:
-    """A run's request (what was asked, as stored with it), or None."""
+    """A run's request (what was asked, as stored with it), or None (also for anything that is not a run key)."""
+    if not catalog.is_run_key(key):
+        return None
     return _read_request(str(Store(cache_root().resolve()).run(key).request))
 
 
@@ -231,7 +238,9 @@ def short(text: str, n: int, tail: bool = False) -> str:
 
     tail=True keeps the end (for prompts, whose last words matter most); the cut never leaves a trailing space.
     """
-    one = " ".join(str(text).split())
+    from bif.render import visible
+
+    one = " ".join(visible(text).split())
     if len(one) <= n:
         return one
     if tail:
@@ -272,13 +281,13 @@ def explain(text: str) -> None:
 
 
 def show_error(e: BaseException) -> None:
-    """A user-fixable BIFError as is; anything else as a friendly message (details go to the log)."""
-    if isinstance(e, bif.BIFError):
-        st.error(str(e), icon=":material/error:")
-    else:
+    """Any error as one message that says what to do (bif.errors.user_message); unexpected ones are logged with
+    their traceback, never shown."""
+    from bif.errors import as_bif_error, user_message
+
+    if as_bif_error(e) is None:
         log.error("unexpected error in the app", exc_info=e)
-        st.error("Something went wrong while drawing this part of the page. Try again, or reload the page; if it "
-                 "keeps happening, the server log has the details.", icon=":material/error:")
+    st.error(user_message(e, log="the server log"), icon=":material/error:")
 
 
 def guarded(fn):

@@ -346,6 +346,13 @@ def start_section(model, data, query, preset, config) -> None:
         st.info("Type a completion (or generate one) to see the cost and start.")
         return
     cached = catalog.find_cached(request, root)
+    if cached and (bad := catalog.damaged_files(cached["run_key"], root)):
+        st.warning(f"The cached run {cached['run_key']} for this request is damaged: {', '.join(bad)} changed after "
+                   "it was written, so it cannot be opened. Delete it and compute it again (it takes as long as a new "
+                   "run).", icon=":material/warning:")
+        st.button("Delete and recompute", type="primary", key="recompute", on_click=recompute,
+                  args=(cached["run_key"], jobspec.run_job_spec(request, root, preset=preset), root))
+        return
     job = common.view().get("job")
     just_done = job and (jobs.job_status(job, root).get("result") or {}).get("run_key") == (cached or {}).get("run_key")
     if cached and cached["exact"] and just_done:
@@ -392,6 +399,13 @@ def upload_message(text: str) -> str:
 @common.callback
 def start(spec: jobspec.JobSpec, root) -> None:
     common.set_view(job=jobs.start_job(spec, root))
+
+
+@common.callback
+def recompute(key: str, spec: jobspec.JobSpec, root) -> None:
+    """Delete a damaged cached run and start computing it again (RunBusy if a job is computing it now)."""
+    catalog.delete_run(key, root)
+    common.set_view(job=jobs.start_job(spec, root), run=None)
 
 
 @common.guarded

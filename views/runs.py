@@ -46,7 +46,8 @@ def runs_section(root) -> None:
     # the columns that tell runs apart first: model (short) and query, then the rest
     table = pd.DataFrame([{
         "model": common.short(r["model"], 28), "query": query_text(r["key"]), "queries": r["n_queries"],
-        "status": "finished" if r["complete"] else f"incomplete ({r['chains_done']} chains)",
+        "status": "finished" if r["complete"] else f"incomplete ({r['chains_done']} chains)" if r.get("started", True)
+        else "failed at start (delete it)",
         "sampler check": r["verdict"] or "",
         "preset": common.preset_name(r["config"]),
         "chains × draws": f"{r['config'].get('chains', '?')} × {r['config'].get('draws', '?')}",

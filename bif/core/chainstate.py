@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from bif.core.files import save_tensors
+from bif.core import integrity
 from bif.errors import CacheError
 
 FORMAT = "bif-chain-state-1"
@@ -62,7 +62,7 @@ def save_state(state: ChainState, path: Path) -> None:
               "perm": state.batches.perm.cpu(), "sampling_loss": state.sampling_loss.cpu(),
               "checksum": state.checksum.cpu(),
               "counters": torch.tensor([state.step, state.draw, state.batches.pos], dtype=torch.int64)})
-    save_tensors(t, Path(path), metadata={"format": FORMAT, "seconds": f"{state.seconds:.3f}"})
+    integrity.save_checked(t, Path(path), metadata={"format": FORMAT, "seconds": f"{state.seconds:.3f}"})
 
 
 def load_state(path: Path) -> ChainState:

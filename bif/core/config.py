@@ -16,6 +16,8 @@ DTYPES = ("float32", "bfloat16")
 TRACE_DTYPES = ("float32", "float16")
 KEEP_DRAWS = ("auto", "on", "off")
 DRAWS_DTYPES = ("float16", "bfloat16", "float32")
+GAMMA_MAX = 1e7  # larger γ or nβ make the step unstable
+NBETA_MAX = 1e8
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,11 @@ class SamplerConfig:
                                                                   "(exact; twice the disk)."})
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "param_patterns", tuple(self.param_patterns))
+        patterns = self.param_patterns
+        object.__setattr__(self, "param_patterns", (patterns,) if isinstance(patterns, str) else
+                           tuple(patterns) if isinstance(patterns, (list, tuple)) else patterns)
+        if not isinstance(self.param_patterns, tuple):
+            raise ConfigError(f"param_patterns must be a list of glob patterns (got {patterns!r}).")
         problems = []
         for name in ("step_size", "nbeta", "gamma", "rmsprop_alpha", "rmsprop_eps", "noise_scale"):
             v = getattr(self, name)
@@ -72,16 +78,23 @@ class SamplerConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 problems.append(f"{name} must be an integer (got {v!r})")
+        for name in ("preconditioner", "score_dtype", "trace_dtype", "device", "keep_draws", "draws_dtype"):
+            v = getattr(self, name)
+            if not isinstance(v, str):
+                problems.append(f"{name} must be text, e.g. {getattr(SamplerConfig, name)!r} (got {v!r})")
+        if not all(isinstance(p, str) for p in self.param_patterns):
+            problems.append(f"param_patterns must be glob patterns (text), got {self.param_patterns!r}")
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("Invalid sampler settings: " + "; ".join(problems) + ".")
         if not 0 < self.step_size <= 1e-2:
             problems.append(f"step_size={self.step_size:g} is outside (0, 1e-2]; typical values are 1e-6..1e-3")
         if self.nbeta <= 0:
             problems.append(f"nbeta={self.nbeta:g} must be > 0")
         if self.gamma <= 0:
             problems.append(f"gamma={self.gamma:g} must be > 0: without localization the chain wanders off w*")
-        if self.gamma > 1e7 or self.nbeta > 1e8:
-            problems.append("gamma ≤ 1e7 and nbeta ≤ 1e8 please: larger values make the step unstable")
+        if self.gamma > GAMMA_MAX or self.nbeta > NBETA_MAX:
+            problems.append(f"gamma ≤ {GAMMA_MAX:g} and nbeta ≤ {NBETA_MAX:g} please: larger values make the step "
+                            "unstable")
         if self.chains < 2 or self.chains > 256:
             problems.append(f"chains={self.chains} must be between 2 and 256")
         if self.draws < 10 or self.draws > 100_000:
@@ -134,6 +147,8 @@ class SamplerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"A sampler config must be a dict of settings (got {type(d).__name__}).")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -143,8 +158,28 @@ class SamplerConfig:
             d["param_patterns"] = tuple(d["param_patterns"])
         return cls(**d)
 
+    def stabilize_advice(self) -> str:
+        """What to change when a chain diverges: a smaller step, and a larger γ only while γ can still grow."""
+        if self.gamma * 10 <= GAMMA_MAX:
+            return (f"Lower step_size (now {self.step_size:g}) or raise gamma (now {self.gamma:g}, at most "
+                    f"{GAMMA_MAX:g}).")
+        return (f"Lower step_size (now {self.step_size:g}); gamma is already {self.gamma:g}, near its maximum "
+                f"{GAMMA_MAX:g}, so lower nbeta (now {self.nbeta:g}) too.")
+
     def replace(self, **changes) -> "SamplerConfig":
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"Unknown sampler settings: {unknown}. Known: {sorted(known)}.")
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def coerce(cls, config, what: str = "config") -> "SamplerConfig":
+        """`config` if it is a SamplerConfig; ConfigError saying how to make one otherwise."""
+        if isinstance(config, cls):
+            return config
+        raise ConfigError(f"{what} must be a bif.SamplerConfig (got {type(config).__name__}): use bif.preset('smoke'),"
+                          f" bif.preset('demo-cpu', draws=200) or bif.SamplerConfig.from_dict(d).")
 
 
 def help_text(name: str) -> str:
@@ -190,22 +225,46 @@ MEASURED = {"seed_agreement": {"demo-cpu": 0.74, "careful-cpu": 0.81}, "top5_ove
 
 
 def parse_settings(items: list[str] | None) -> dict:
-    """'KEY=VALUE' strings (the CLI's --set) -> {field: value}; numbers and lists as JSON, patterns comma-separated."""
-    import json
-
-    known = {f.name for f in dataclasses.fields(SamplerConfig)}
+    """'KEY=VALUE' strings (the CLI's --set) -> {field: value}, typed by the field: integers ('200', '2e3'),
+    numbers ('.0001', '1e-4', '3e-4'), text; param_patterns comma-separated. ConfigError saying what to write."""
+    fields = {f.name: f for f in dataclasses.fields(SamplerConfig)}
     out = {}
     for item in items or []:
-        key, _, value = item.partition("=")
-        if key not in known:
-            raise ConfigError(f"--set {key}: unknown setting. Known: {', '.join(sorted(known))}")
-        out[key] = tuple(value.split(",")) if key == "param_patterns" else json.loads(value) \
-            if value[:1] in "0123456789-[" or value in ("true", "false") else value
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if key not in fields:
+            raise ConfigError(f"--set {key}: unknown setting. Known: {', '.join(sorted(fields))}")
+        default = fields[key].default
+        example = f"{key}={default if not isinstance(default, tuple) else 'model.layers.1.*'}"
+        if not eq or not value:
+            raise ConfigError(f"--set {item}: give a value after '=', e.g. --set {example}.")
+        if key == "param_patterns":
+            out[key] = tuple(p.strip() for p in value.split(",") if p.strip())
+        elif isinstance(default, bool) or isinstance(default, str):
+            out[key] = value
+        elif isinstance(default, int):
+            out[key] = _number(item, value, example, integer=True)
+        else:
+            out[key] = _number(item, value, example, integer=False)
     return out
+
+
+def _number(item: str, value: str, example: str, integer: bool) -> int | float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise ConfigError(f"--set {item}: {value!r} is not a number; write e.g. --set {example}.") from None
+    if not math.isfinite(x):
+        raise ConfigError(f"--set {item}: must be a finite number, e.g. --set {example}.")
+    if not integer:
+        return x
+    if x != int(x):
+        raise ConfigError(f"--set {item}: must be a whole number, e.g. --set {example}.")
+    return int(x)
 
 
 def preset(name: str, **overrides) -> SamplerConfig:
     """A preset by name, optionally with some fields replaced."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}. Choose one of {sorted(PRESETS)}.")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bif.core import integrity
 from bif.core.config import DRAWS_DTYPES, KEEP_DRAWS
 from bif.core.files import close_into_place
 from bif.errors import CacheError, ConfigError
@@ -114,16 +115,21 @@ class DrawWriter:
         self.draws = draws
         specs = {f"delta.{n}": ((draws, *p.shape), st, self.dtype.itemsize) for n, p in named}
         specs["written"] = ((1,), "I64", 8)
-        head, self.offsets = _header(specs, {"format": "bif-draws-1", "dtype": dtype})
+        self.specs = specs
+        self.meta = {"format": "bif-draws-1", "dtype": dtype}
+        head, self.offsets = _header(specs, {**self.meta, integrity.KEY: integrity.PLACEHOLDER})
         self.base = len(head)
+        self.digest = integrity.Digest()  # the file's own checksum, from the bytes as they are written
         self.f = open(self.tmp, "w+b")
         self.f.write(head)
         self.f.truncate(self.base + self.offsets["__end__"])  # sparse until written
         self.per_draw = {n: p.numel() * self.dtype.itemsize for n, p in named}
         self.written = 0
 
-    def _pwrite(self, at: int, t: torch.Tensor) -> None:
+    def _pwrite(self, at: int, t: torch.Tensor, name: str | None = None, index: int = 0) -> None:
         raw = t.contiguous().view(torch.uint8).numpy() if t.numel() else None
+        if name is not None:
+            self.digest.add(name, index, raw.tobytes() if raw is not None else b"")
         if raw is not None:
             os.pwrite(self.f.fileno(), memoryview(raw).cast("B"), self.base + at)
 
@@ -137,7 +143,7 @@ class DrawWriter:
             if not torch.isfinite(delta).all():
                 raise CacheError(f"Draw {draw} of {name} does not fit in {self.dtype} (|delta| too large). "
                                  "Use draws_dtype=float32.")
-            self._pwrite(self.offsets[f"delta.{name}"] + draw * self.per_draw[name], delta)
+            self._pwrite(self.offsets[f"delta.{name}"] + draw * self.per_draw[name], delta, f"delta.{name}", draw)
         self.written = draw + 1
         self._pwrite(self.offsets["written"], torch.tensor([self.written], dtype=torch.int64))
 
@@ -148,6 +154,8 @@ class DrawWriter:
                              f"{src.dtype}); they cannot be its prefix.")
         for name in self.names:
             raw = np.ascontiguousarray(src.maps[f"delta.{name}"][:src.written])
+            for d in range(src.written):  # the copied draws are part of this file's own checksum
+                self.digest.add(f"delta.{name}", d, raw[d].tobytes())
             if raw.size:
                 os.pwrite(self.f.fileno(), memoryview(raw).cast("B"), self.base + self.offsets[f"delta.{name}"])
         self.written = src.written
@@ -161,6 +169,10 @@ class DrawWriter:
         """Flush to disk and rename into place (ValueError if not every draw was written)."""
         if self.written != self.draws:
             raise ValueError(f"{self.written} of {self.draws} draws written")
+        self.digest.add("written", 0, np.array([self.written], dtype=np.int64).tobytes())
+        head, _ = _header(self.specs, {**self.meta, integrity.KEY: self.digest.hexdigest()})
+        assert len(head) == self.base
+        os.pwrite(self.f.fileno(), head, 0)
         return close_into_place(self.f, self.tmp, self.path)
 
     def discard(self) -> None:

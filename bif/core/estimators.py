@@ -52,6 +52,12 @@ class Scores:
 
     def top(self, k: int, sign: str = "support", only_significant: bool = False) -> np.ndarray:
         """Indices of the k most supporting (sign='support') or most opposing ('oppose') entries, flat order."""
+        from bif.errors import ConfigError
+
+        if sign not in ("support", "oppose"):
+            raise ConfigError(f"sign must be 'support' or 'oppose' (got {sign!r}).")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ConfigError(f"k must be a whole number ≥ 0 (got {k!r}).")
         s = self.support.ravel().copy()
         s = np.where(np.isnan(s), -np.inf if sign == "support" else np.inf, s)
         order = np.argsort(-s if sign == "support" else s, kind="stable")

@@ -34,6 +34,7 @@ class Examples:
     tokens: list[list[str]] | None = None  # per example, the display strings of its input tokens
     ids: list[int] | None = None
     fingerprint: str = field(default="")
+    cut: int = 0  # texts that were longer than the maximum length and were cut (bif.lm.data.tokenize_texts)
 
     def __post_init__(self) -> None:
         n = self.mask.shape[0]

@@ -11,17 +11,37 @@ import numpy as np
 
 from bif.core.estimators import Scores, covariance, jaccard, masked, topk_overlap
 from bif.core.trace import LossTrace
+from bif.errors import ConfigError
+
+
+def check_index(what: str, i, n: int) -> int:
+    """i as an int when 0 <= i < n; else ConfigError naming the valid range (no negative indices: -1 would
+    silently mean the last one)."""
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise ConfigError(f"{what} must be a whole number (got {i!r}).")
+    if not 0 <= i < n:
+        raise ConfigError(f"{what} {i} is out of range: there are {n} (0 to {n - 1}).")
+    return int(i)
+
+
+def _check(trace: LossTrace, queries: str, query, train: str | None = None, sample=None) -> None:
+    check_index("query", query, trace.masks[queries].shape[0])
+    if sample is not None:
+        check_index("training sample", sample, trace.masks[train].shape[0])
 
 
 def _query_series(trace: LossTrace, query: int, token, name: str) -> np.ndarray:
     """(C, D, 1): loss of the whole completion (token=None), of one completion position (an int), or of a span
     (a sequence of positions: their summed loss, so −Cov of a span is the sum of its tokens' −Cov)."""
+    _check(trace, name, query)
     if token is None:
         return trace.series(name, [query])
     positions = [int(token)] if np.ndim(token) == 0 else [int(p) for p in token]
     bad = [p for p in positions if not (0 <= p < trace.masks[name].shape[1] and trace.masks[name][query, p])]
     if bad or not positions:
-        raise ValueError(f"position(s) {bad or positions} of query {query} are not completion tokens")
+        where = np.flatnonzero(trace.masks[name][query])
+        raise ConfigError(f"token position(s) {bad or positions} of query {query} are not completion tokens (the "
+                          f"completion is at positions {where[0]} to {where[-1]}).")
     return trace.losses[name][:, :, query, positions].astype(np.float64).sum(-1, keepdims=True)
 
 
@@ -59,6 +79,7 @@ def query_tokens(trace: LossTrace, query: int, sample: int | None = None,
 
     sample=None aggregates the whole scored training set (Σ_i ℓ_i; −Cov is additive over samples).
     """
+    _check(trace, queries, query, train, sample)
     x = trace.series(train).sum(-1, keepdims=True) if sample is None else trace.series(train, [sample])
     y = trace.losses[queries][:, :, query].astype(np.float64)  # (C, D, Pq)
     s = _squeeze(covariance(x, y), 0)
@@ -69,6 +90,7 @@ def train_tokens(trace: LossTrace, sample: int, query: int, token=None,
                  train: str = "train", queries: str = "query") -> Scores:
     """Influence of each position of one training sample on a query (token: as in `samples`): shape (P,), NaN at
     padding. `bif` sums over the positions to the sample's own `bif` (the sample's loss is the sum of its tokens')."""
+    _check(trace, queries, query, train, sample)
     x = trace.losses[train][:, :, sample].astype(np.float64)  # (C, D, P)
     s = _squeeze(covariance(x, _query_series(trace, query, token, queries)), 1)
     return masked(s, trace.masks[train][sample])
@@ -76,6 +98,7 @@ def train_tokens(trace: LossTrace, sample: int, query: int, token=None,
 
 def pair(trace: LossTrace, sample: int, query: int, train: str = "train", queries: str = "query") -> Scores:
     """Token × token influence of one training sample on one query: shape (P, Pq)."""
+    _check(trace, queries, query, train, sample)
     x = trace.losses[train][:, :, sample].astype(np.float64)
     y = trace.losses[queries][:, :, query].astype(np.float64)
     keep = np.outer(trace.masks[train][sample], trace.masks[queries][query])

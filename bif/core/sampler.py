@@ -160,7 +160,7 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
                 if not torch.isfinite(loss):
                     raise DivergedError(
                         f"Chain {chain} diverged at step {step} (sampling loss {loss.item()}). "
-                        f"Lower step_size (now {config.step_size:g}) or raise gamma (now {config.gamma:g}).")
+                        + config.stabilize_advice())
                 grads = torch.autograd.grad(loss, params)
             sampling_loss[step] = loss.item()
             with torch.no_grad():
@@ -179,7 +179,7 @@ def run_chain(model: torch.nn.Module, loss_fn: LossFn, train: Examples, config: 
                     total = torch.stack([p.sum(dtype=torch.float64) for p in params]).sum()
                     if not torch.isfinite(total):
                         raise DivergedError(f"Chain {chain} produced non-finite weights at step {step}. "
-                                            f"Lower step_size or raise gamma.")
+                                            + config.stabilize_advice())
                     checksum[draw] = total.item()
                     deliver(sinks, Draw(chain, draw, step + 1, model, named, w_star))
                 draw += 1

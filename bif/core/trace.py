@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from bif.errors import CacheError
-from bif.core.files import close_into_place, save_tensors
+from bif.core import integrity
+from bif.core.files import close_into_place
 
 
 @dataclass
@@ -71,11 +72,11 @@ class LossTrace:
 
 
 def save_chain(path: Path, chain: ChainTrace, dtype: str = "float32") -> None:
-    """Write one chain atomically (temp file + rename)."""
+    """Write one chain atomically (temp file + rename), carrying its checksum (bif.core.integrity)."""
     tdtype = torch.float16 if dtype == "float16" else torch.float32
     tensors = {f"losses.{k}": v.to(tdtype).contiguous() for k, v in chain.losses.items()}
     tensors["sampling_loss"] = chain.sampling_loss.contiguous()
-    save_tensors(tensors, path, metadata={"seconds": f"{chain.seconds:.3f}"})
+    integrity.save_checked(tensors, path, metadata={"seconds": f"{chain.seconds:.3f}"})
 
 
 def load_chain(path: Path, names: list[str], draws: int, steps: int) -> ChainTrace:
@@ -103,7 +104,8 @@ _NP_TO_ST = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(
 _SECONDS_WIDTH = 14  # fixed width of the `seconds` metadata, so the header can be rewritten in place
 
 
-def _header(specs: dict[str, tuple[tuple[int, ...], np.dtype]], seconds: float) -> tuple[bytes, dict]:
+def _header(specs: dict[str, tuple[tuple[int, ...], np.dtype]], seconds: float,
+            digest: str = integrity.PLACEHOLDER) -> tuple[bytes, dict]:
     """safetensors header bytes (padded to 8) and each tensor's (begin, end) in the data buffer."""
     offsets, pos, entries = {}, 0, {}
     for name, (shape, dtype) in specs.items():
@@ -111,7 +113,7 @@ def _header(specs: dict[str, tuple[tuple[int, ...], np.dtype]], seconds: float) 
         offsets[name] = (pos, pos + size)
         entries[name] = {"dtype": _NP_TO_ST[np.dtype(dtype)], "shape": list(shape), "data_offsets": [pos, pos + size]}
         pos += size
-    entries["__metadata__"] = {"seconds": f"{seconds:{_SECONDS_WIDTH}.3f}"}
+    entries["__metadata__"] = {"seconds": f"{seconds:{_SECONDS_WIDTH}.3f}", integrity.KEY: digest}
     raw = json.dumps(entries, separators=(",", ":")).encode()
     raw += b" " * (-(8 + len(raw)) % 8)
     return len(raw).to_bytes(8, "little") + raw, offsets
@@ -123,7 +125,8 @@ class ChainWriter:
     The file is `<path>.partial` until `finish` renames it to `path`, so a finished file is always whole. Only
     one draw of one observed set is in memory at a time, and nothing is mapped (the process's resident memory
     does not grow with the trace). The layout equals `save_chain`'s: `load_chain`, `open_chain` and `open_run`
-    read both.
+    read both. The digest of every piece written is kept in memory and stored in the header by `finish`
+    (bif.core.integrity), so the file carries its own checksum from the moment it is written.
 
     Args:
         path: the final file, e.g. run_dir / "chain_000.safetensors".
@@ -145,15 +148,17 @@ class ChainWriter:
         self.specs = specs
         head, self.offsets = _header(specs, 0.0)
         self.head_len = len(head)
+        self.digest = integrity.Digest()
         self.f = open(self.tmp, "w+b")
         self.f.write(head)
         self.f.truncate(self.head_len + max((e for _, e in self.offsets.values()), default=0))  # sparse
 
-    def _pwrite(self, name: str, at: int, values) -> None:
+    def _pwrite(self, name: str, at: int, values, first: int = 0) -> None:
         shape, dtype = self.specs[name]
         if isinstance(values, torch.Tensor):
             values = values.detach().cpu().numpy()
         arr = np.ascontiguousarray(values, dtype=dtype)
+        self.digest.add_array(name, first, arr)
         if arr.size:
             os.pwrite(self.f.fileno(), memoryview(arr).cast("B"), self.head_len + self.offsets[name][0] + at)
 
@@ -168,7 +173,7 @@ class ChainWriter:
         if tuple(block.shape[1:]) != tuple(shape[1:]) or first_draw + block.shape[0] > shape[0]:
             raise ValueError(f"block {tuple(block.shape)} at draw {first_draw} does not fit {name} {shape}")
         per_draw = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        self._pwrite(f"losses.{name}", first_draw * per_draw, block)
+        self._pwrite(f"losses.{name}", first_draw * per_draw, block, first_draw)
 
     def commit(self, draws: int) -> None:
         """Mark the first `draws` draws complete (all observed sets written): readers of the partial file
@@ -184,10 +189,14 @@ class ChainWriter:
         self._pwrite(name, 0, values)
 
     def finish(self, sampling_loss, seconds: float) -> Path:
-        """Write the sampling loss and the run time, flush to disk and rename into place."""
+        """Write the sampling loss, the run time and the checksum, flush to disk and rename into place."""
         self.put("sampling_loss", sampling_loss)
         self.commit(next(shape[0] for k, (shape, _) in self.specs.items() if k.startswith("losses.")))
-        head, _ = _header(self.specs, seconds)
+        missing = [k for k, (shape, _) in self.specs.items()
+                   if len(self.digest.pieces.get(k, {})) != (shape[0] if integrity.per_draw(k) else 1)]
+        if missing:
+            raise ValueError(f"{self.path.name}: {missing} not completely written")
+        head, _ = _header(self.specs, seconds, self.digest.hexdigest())
         assert len(head) == self.head_len
         os.pwrite(self.f.fileno(), head, 0)
         return close_into_place(self.f, self.tmp, self.path)

@@ -33,6 +33,7 @@ from filelock import FileLock
 
 from bif.errors import BIFError, CacheError, ConfigError
 from bif.core.examples import Examples, LossFn, score_batches, scoring_batches
+from bif.core import integrity
 from bif.core.trace import ChainWriter, chain_seconds, open_chain, read_draws
 from bif.layout import RunFiles
 
@@ -203,7 +204,8 @@ def part_writer(run_dir: Path, chain: int, index: int, count: int, rows: dict[st
 
 
 def part_done(run_dir: Path, chain: int, index: int, count: int) -> bool:
-    return part_path(run_dir, chain, index, count).exists()
+    """Whether this shard is written whole (its bytes match its own checksum, bif.core.integrity)."""
+    return integrity.intact(part_path(run_dir, chain, index, count))
 
 
 def merge_chain(run_dir: Path, chain: int, count: int, sizes: dict[str, tuple[int, int]], draws: int, steps: int,
@@ -218,6 +220,10 @@ def merge_chain(run_dir: Path, chain: int, count: int, sizes: dict[str, tuple[in
     missing = [p.name for p in paths if not p.exists()]
     if missing:
         raise CacheError(f"Chain {chain}: shards {missing} are missing; run the same command again to compute them.")
+    if damaged := [p for p in paths if integrity.problem(p)]:
+        [p.unlink() for p in damaged]
+        raise CacheError(f"Chain {chain}: shards {[p.name for p in damaged]} were damaged after they were written "
+                         "and were removed; run the same command again to compute them.")
     parts = [open_chain(p) for p in paths]
     ref_loss, ref_sum = np.asarray(parts[0]["sampling_loss"]), np.asarray(parts[0]["checksum"])
     for i, p in enumerate(parts[1:], 1):

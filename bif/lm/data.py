@@ -31,6 +31,13 @@ class DataSpec:
     nearest_per_query: int = 8  # also score the samples sharing most words with each query
 
     def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise DataError(f"source must be 'demo' or a file path (text), got {self.source!r}.")
+        for name in ("max_length", "subset_seed", "nearest_per_query") + (("n_scored",) if self.n_scored is not None
+                                                                          else ()):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise DataError(f"{name} must be a whole number (got {v!r}).")
         if self.max_length < 2:
             raise DataError("max_length must be at least 2 tokens.")
         if self.n_scored is not None and self.n_scored < 2:
@@ -48,6 +55,12 @@ class Query:
 
     prompt: str
     completion: str
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "completion"):
+            if not isinstance(getattr(self, name), str):
+                raise DataError(f"Query {name} must be text (got {getattr(self, name)!r}); e.g. "
+                                "bif.Query('User: what is 3 plus 4?\\nBot:', ' 7').")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,8 +87,14 @@ def load_texts(source: str) -> list[str]:
                      for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()) if line.strip()]
         else:
             import pandas as pd
-            frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-            texts = [_record_text(r, f"row {i + 1}") for i, r in enumerate(frame.to_dict("records"))]
+            frame = (pd.read_csv(path, dtype=str, keep_default_na=False) if path.suffix.lower() == ".csv"
+                     else pd.read_parquet(path))
+            if not ({"text"} <= set(frame.columns) or {"prompt", "completion"} <= set(frame.columns)):
+                raise DataError(f"{path.name!r} has no column 'text' (or 'prompt' and 'completion'); its columns are "
+                                f"{[str(c) for c in frame.columns][:8]}. The first line must name the columns, "
+                                "e.g. text.")
+            # a CSV row is counted from the header line (row 1), as a spreadsheet shows it
+            texts = [_record_text(r, f"row {i + 2}") for i, r in enumerate(frame.to_dict("records"))]
     except DataError:
         raise
     except UnicodeDecodeError as e:
@@ -98,15 +117,39 @@ def _json_line(line: str, number: int):
 def _record_text(rec, where: str) -> str:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected an object with 'text' or 'prompt'/'completion', got {type(rec).__name__}.")
-    if isinstance(rec.get("text"), str):
-        return rec["text"]
-    if isinstance(rec.get("prompt"), str) and isinstance(rec.get("completion"), str):
-        return rec["prompt"] + rec["completion"]
-    raise DataError(f"{where}: needs a string field 'text', or 'prompt' and 'completion'. Found {sorted(rec)}.")
+    fields = ["text"] if "text" in rec else ["prompt", "completion"]
+    missing = [f for f in fields if f not in rec]
+    if missing:
+        raise DataError(f"{where}: needs a field 'text', or 'prompt' and 'completion'. Found "
+                        f"{sorted(map(str, rec))[:8]}.")
+    for f in fields:
+        v = rec[f]
+        if v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip()):
+            raise DataError(f"{where}: the {f!r} cell is empty. Fill it in or delete the row.")
+        if not isinstance(v, str):
+            raise DataError(f"{where}: {f!r} must be text, got {type(v).__name__} {str(v)[:40]}. Write it as a "
+                            f"string, e.g. \"{f}\": \"{str(v)[:20]}\".")
+    return rec["text"] if fields == ["text"] else rec["prompt"] + rec["completion"]
 
 
 def _token_strings(tokenizer, ids: list[int]) -> list[str]:
-    return [tokenizer.decode([i]) for i in ids]
+    """Display text of each token: valid text, never a half character.
+
+    A byte-level tokenizer may split one character (é, א, an emoji) over several tokens; decoded one id at a
+    time each piece would show as "�". The pieces are decoded together: the token that completes the character
+    shows it whole, the tokens before it show "" (drawn as a thin '·', their scores kept on their own positions).
+    Joined, the strings are the decoded text.
+    """
+    out: list[str] = []
+    start = 0  # first token not yet shown
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[start:i + 1])
+        if text.endswith("\ufffd") and i + 1 < len(ids) and i - start < 3:  # a character's bytes continue
+            out.append("")
+            continue
+        out.append(text)
+        start = i + 1
+    return out
 
 
 def _pack(rows: list[list[int]], masks: list[list[bool]], pad_id: int, texts: list[str], tokenizer,
@@ -124,18 +167,29 @@ def _pack(rows: list[list[int]], masks: list[list[bool]], pad_id: int, texts: li
                     fingerprint=tensor_fingerprint([input_ids, mask]))
 
 
+CHARS_PER_TOKEN = 32  # a text is cut to max_length x this many characters before tokenizing (a bound on memory)
+
+
 def tokenize_texts(tokenizer, texts: list[str], max_length: int, ids: list[int] | None = None) -> Examples:
-    """Training texts -> Examples (n, T) with every next-token position observed. EOS is appended when known."""
-    rows = []
+    """Training texts -> Examples (n, T) with every next-token position observed. EOS is appended when known.
+
+    A text longer than max_length tokens is cut to its first max_length tokens; it is cut to max_length x
+    CHARS_PER_TOKEN characters first, so that a huge line costs no more than a long one. `Examples.cut` counts
+    the texts that were cut (said in the run's `how_scored`)."""
+    rows, cut = [], 0
     for t in texts:
-        r = tokenizer(t, add_special_tokens=True)["input_ids"]
+        bound = max_length * CHARS_PER_TOKEN
+        r = tokenizer(t[:bound], add_special_tokens=True)["input_ids"]
         if tokenizer.eos_token_id is not None:
             r = r + [tokenizer.eos_token_id]
+        cut += len(t) > bound or len(r) > max_length
         rows.append(r[:max_length])
     short = [i for i, r in enumerate(rows) if len(r) < 2]
     if short:
         raise DataError(f"{len(short)} training text(s) give fewer than 2 tokens (first: #{short[0]}).")
-    return _pack(rows, [[True] * (len(r) - 1) for r in rows], tokenizer.pad_token_id, list(texts), tokenizer, ids)
+    ex = _pack(rows, [[True] * (len(r) - 1) for r in rows], tokenizer.pad_token_id, list(texts), tokenizer, ids)
+    ex.cut = cut
+    return ex
 
 
 def tokenize_queries(tokenizer, queries: list[Query], max_length: int) -> Examples:

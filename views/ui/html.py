@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from bif.core.estimators import Scores
-from bif.render import OPPOSE_RGB, SUPPORT_RGB, esc, label_token, scale_max, show_token
+from bif.render import OPPOSE_RGB, SUPPORT_RGB, esc, label_token, scale_max, show_token, visible
 
 TOKEN_CSS = (".bif-toks{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.95rem;line-height:2.0;"
              "white-space:pre-wrap;word-break:break-word}"
@@ -33,8 +33,9 @@ TOKEN_CSS = (".bif-toks{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;
 
 
 def md_escape(text: str) -> str:
-    """Escape Markdown (and Streamlit's :directives: and $math$) so text shows literally in st.markdown/labels."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])", r"\\\1", str(text)).replace("\n", " ")
+    """Escape Markdown (and Streamlit's :directives: and $math$) so text shows literally in st.markdown/labels;
+    bidi controls are shown as ⟨U+XXXX⟩ (bif.render.visible)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$:&])", r"\\\1", visible(text)).replace("\n", " ")
 
 
 NOISE_FADE = 0.35  # a score within the noise is drawn at this fraction of its colour's strength
