@@ -90,39 +90,43 @@ class Sealed:
 
 
 @dataclass(frozen=True)
-class QueryFiles(Sealed):
-    """queries/<qkey>/ of a run: queries added after it finished (by replay or at its stored draws)."""
+class AddedSet(Sealed):
+    """A sealed folder added to a finished run: what it holds (META json), examples, one chain file per chain."""
+
+    META = ""
 
     @property
     def meta(self) -> Path:
-        return self.dir / "queries.json"
+        return self.dir / self.META
 
     @property
     def examples(self) -> Path:
         return self.dir / "examples.safetensors"
+
+    def sealed_names(self, chains: int) -> list[str]:
+        return [self.META, "examples.safetensors"] + [chain_name(c) for c in range(chains)]
+
+
+@dataclass(frozen=True)
+class QueryFiles(AddedSet):
+    """queries/<qkey>/ of a run: queries added after it finished (by replay or at its stored draws)."""
+
+    META = "queries.json"
 
     @property
     def key(self) -> str:
         return self.dir.name
 
-    def sealed_names(self, chains: int) -> list[str]:
-        return ["queries.json", "examples.safetensors"] + [chain_name(c) for c in range(chains)]
-
 
 @dataclass(frozen=True)
-class RankedFiles(Sealed):
+class RankedFiles(AddedSet):
     """ranked/ of a run: its other training texts, scored afterwards at its stored draws (bif.store.rank)."""
+
+    META = "rows.json"
 
     @property
     def rows(self) -> Path:
-        return self.dir / "rows.json"
-
-    @property
-    def examples(self) -> Path:
-        return self.dir / "examples.safetensors"
-
-    def sealed_names(self, chains: int) -> list[str]:
-        return ["rows.json", "examples.safetensors"] + [chain_name(c) for c in range(chains)]
+        return self.meta
 
 
 @dataclass(frozen=True)
