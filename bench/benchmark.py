@@ -1,7 +1,7 @@
 """`python -m bif bench`: the speed and trust figures quoted in the README, all measured in one run.
 
-1. Trust: the preset run twice with independent seeds on the demo's paraphrase queries; per query, the Jaccard
-   index of the training samples flagged as standing out of the noise, and the rank of the known source.
+1. Trust (bench/trust.py): demo-cpu and careful-cpu, each run with two seeds on the held-out TEST queries with a
+   query-independent ranked set: findings per query, the null's false findings, source MRR, flagged-set Jaccard.
 2. Scoring throughput of the trace recorder (bif.core.examples.score_examples) against a bare batched forward pass of
    the same model over the same samples.
 3. One SGLD step (bif.core.sampler.sgld_step + gradient) against a plain torch.optim.SGD step.
@@ -90,84 +90,40 @@ def sgld_vs_sgd(model, examples, batch_size: int, repeats: int = 20) -> dict:
             "ratio": statistics.median(t_ours) / statistics.median(t_plain)}
 
 
-TOP_K = 5  # the supporting list's length compared between seeds (the app shows top-k lists)
-
-
-def seed_agreement(preset_name: str, cache_root: str, seeds=(0, 1), quick: bool = False,
-                   overrides: dict | None = None) -> dict:
-    """Run the demo preset with two seeds on the demo queries; Jaccard of flagged sets and source ranks."""
-    from bif.core import influence
-    from bif.lm.corpus import DEMO_QUERIES
-    from bif.core.config import preset
-    from bif.lm.data import DataSpec, Query
-    from bif.core.diagnostics import diagnose
-    from bif.core.estimators import jaccard
-    from bif.lm.models import ModelSpec
-    from bif.store.runs import compute_run
-
-    model = ModelSpec("demo")
-    chosen = DEMO_QUERIES[:3] if quick else DEMO_QUERIES
-    # paraphrased questions with the source conversation's answer as the completion: a known right answer
-    queries = [Query(q["prompt"], q["completion"]) for q in chosen]
-    data = DataSpec("demo")
-    runs, seconds = [], []
-    for seed in seeds:
-        cfg = preset(preset_name, seed=seed, **(overrides or {}), **({"draws": 20, "burn_in": 10} if quick else {}))
-        run = compute_run(model, data, queries, cfg, cache_root)
-        runs.append(run)  # cost: the sampling + scoring seconds stored with each chain (also for a cached run)
-        seconds.append(run.sampling_seconds)
-    rows = []
-    for qi, q in enumerate(chosen):
-        flagged, ranks, tops = [], [], []
-        for run in runs:
-            trace, row = run.trace(qi)
-            s = influence.samples(trace, row)
-            flagged.append(set(run.train_ids[i] for i in np.flatnonzero(s.significant)))
-            order = [run.train_ids[i] for i in np.argsort(-s.support)]
-            ranks.append(order.index(q["source"]) + 1 if q["source"] in order else None)
-            tops.append(set(order[:TOP_K]))
-        rows.append({"prompt": q["prompt"], "flagged": [len(f) for f in flagged],
-                     "jaccard": jaccard(sorted(flagged[0]), sorted(flagged[1])), "source_rank": ranks,
-                     "top_overlap": len(tops[0] & tops[1]) / TOP_K})
-    cfg = runs[0].config
-    # agreement bought by leaving the basin is not the local BIF: report each run's verdict next to it
-    health = [diagnose(run.trace(0)[0], cfg.nbeta, cfg.burn_in) for run in runs]
-    return {"preset": preset_name, "config": cfg.to_dict(), "seconds_per_run": seconds, "queries": rows,
-            "n_scored": len(runs[0].train_ids),
-            "health": [{"verdict": d.verdict, "init_loss": d.init_loss, "kept_loss": d.kept_loss,
-                        "ess_per_draw": d.ess_per_draw} for d in health]}
-
-
 SCAN = ({"step_size": 1e-4}, {"step_size": 3e-4}, {"step_size": 1e-4, "steps_between": 4}, {"step_size": 3e-4, "gamma": 10000.0})
 
 
-def mixing_scan(base: str, cache_root: str, n_scored: int = 64) -> list[dict]:
+def mixing_scan(base: str, cache_root: str, n_scored: int = 142) -> list[dict]:
     """How settings change mixing and the known sources' z-scores at 4 chains x 100 draws (one seed each).
 
-    All 12 demo paraphrase queries in one run; the scored set is n_scored random samples plus each query's 8
-    nearest by word overlap (so every source is scored). Reports ESS per draw, lag-1 autocorrelation, the mean
-    sampling loss over kept draws, the median z-score (corr / SE) of the sources, their MRR, and the cost.
+    The TUNING set (bif.evaluation.queries.TUNING_PARAPHRASES, 12 queries) in one run: this scan chose demo-cpu,
+    so its figures are tuning-set figures. The ranked set is n_scored samples, among them each query's 8 nearest
+    by word overlap (query_neighbours, so that every source is ranked: a set chosen by the queries, fine for
+    comparing settings with each other, not for judging retrieval). Reports ESS per draw, lag-1 autocorrelation,
+    the mean sampling loss over kept draws, the median z-score (corr / SE) of the sources, their MRR, and the cost.
     """
     from bif.core import influence
-    from bif.lm.corpus import DEMO_QUERIES
     from bif.core.config import preset
-    from bif.lm.data import DataSpec, Query
     from bif.core.diagnostics import diagnose
+    from bif.core.trace import chain_seconds
+    from bif.evaluation.queries import TUNING_PARAPHRASES, paraphrase_queries
+    from bif.lm.data import DataSpec
     from bif.lm.models import ModelSpec
     from bif.store.runs import compute_run
 
-    queries = [Query(q["prompt"], q["completion"]) for q in DEMO_QUERIES]
+    queries, sources = paraphrase_queries(TUNING_PARAPHRASES)
     rows = []
     for over in SCAN:
         cfg = preset(base, **over)
-        run = compute_run(ModelSpec("demo"), DataSpec("demo", n_scored=n_scored), queries, cfg, cache_root)
+        run = compute_run(ModelSpec("demo"), DataSpec("demo", n_scored=n_scored, query_neighbours=8), queries, cfg,
+                          cache_root)
         trace, _ = run.trace(0)
         d = diagnose(trace, cfg.nbeta, cfg.burn_in)
         zs, ranks = [], []
-        for qi, q in enumerate(DEMO_QUERIES):
+        for qi, source in enumerate(sources):
             trace, row = run.trace(qi)
             s = influence.samples(trace, row)
-            i = run.train_ids.index(q["source"])
+            i = run.train_ids.index(source)
             zs.append(s.corr[i] / s.corr_se[i])
             ranks.append(int((s.corr > s.corr[i]).sum()) + 1)
         rows.append({"change": over or "none", "n_scored": len(run.train_ids), "verdict": d.verdict,
@@ -243,13 +199,18 @@ def main(args) -> None:
         print(f"start {r['start']:.2f}, mean of the later steps {r['mean_after_start']:.2f}, max {r['max']:.2f}")
         return
     if getattr(args, "scan", False):
-        print(f"mixing scan around {args.preset} (4 chains x 100 draws; 12 paraphrase queries in one run):")
+        print(f"mixing scan around {args.preset} (4 chains x 100 draws; the 12 TUNING queries in one run):")
         print("| change | scored | verdict | loss w* -> kept | ESS/draw | lag-1 | median source z | source MRR | "
               "cost (s) |\n|---|---|---|---|---|---|---|---|---|")
         for r in mixing_scan(args.preset, args.cache):
             print(f"| {r['change']} | {r['n_scored']} | {r['verdict']} | {r['init_loss']:.2f} -> {r['kept_loss']:.2f} | "
                   f"{r['ess_per_draw']:.2f} | {r['lag1']:.2f} | {r['median_z']:.1f} | {r['mrr']:.2f} | "
                   f"{r['seconds']:.0f} |")
+        return
+    if getattr(args, "trust_only", False):
+        from bench import trust
+
+        trust.main(args)
         return
     loaded = load_model(ModelSpec("demo"), args.cache)
     ex = tokenize_texts(loaded.tokenizer, demo_texts()[:256], 64)
@@ -259,25 +220,10 @@ def main(args) -> None:
     step = sgld_vs_sgd(loaded.model, ex, 32, repeats=5 if args.quick else 30)
     print(f"SGLD step {1e3 * step['sgld_step_s']:.1f} ms vs SGD step {1e3 * step['sgd_step_s']:.1f} ms "
           f"-> ratio {step['ratio']:.2f} (goal <= 1.15)")
-    agree = seed_agreement(args.preset, args.cache, quick=args.quick, overrides=_overrides(args))
-    print(f"\nseed-to-seed agreement, preset {args.preset}, {agree['n_scored']} scored samples, "
-          f"{np.median(agree['seconds_per_run']):.0f} s of sampling + scoring per run (one thread, chains in turn):")
-    for s, h in enumerate(agree["health"]):
-        print(f"seed {s}: diagnose verdict {h['verdict']!r}, sampling loss {h['init_loss']:.2f} at w* -> "
-              f"{h['kept_loss']:.2f} over kept draws, ESS/draw {h['ess_per_draw']:.2f}")
-    print("| query | flagged (seed 0, seed 1) | Jaccard | source rank (seed 0, seed 1) |\n|---|---|---|---|")
-    for r in agree["queries"]:
-        j = "n/a (none flagged)" if r["jaccard"] is None else f"{r['jaccard']:.2f}"
-        print(f"| {r['prompt'].splitlines()[0][6:60]} | {r['flagged']} | {j} | {r['source_rank']} |")
-    js = [r["jaccard"] for r in agree["queries"] if r["jaccard"] is not None]
-    print(f"flagged-set Jaccard over {len(js)} queries with flagged samples: mean {np.mean(js) if js else np.nan:.2f}, "
-          f"median {np.median(js) if js else np.nan:.2f}")
-    print(f"top-{TOP_K} supporting lists shared between seeds: mean {np.mean([r['top_overlap'] for r in agree['queries']]):.2f}"
-          " (fraction of the list; the ranking the user sees, finding or not)")
-    for s in (0, 1):
-        ranks = np.array([r["source_rank"][s] or np.inf for r in agree["queries"]], dtype=float)
-        print(f"seed {s}: source MRR {np.mean(1 / ranks):.2f}, recall@1 {np.mean(ranks == 1):.2f} "
-              f"({len(ranks)} paraphrase queries, source among the scored samples)")
+    from bench import trust
+
+    print()
+    trust.main(args)
     if getattr(args, "fresh_clone", False):
         t = fresh_clone_to_first_run(Path.cwd())
         print(f"\nfresh clone -> first finished demo run: {sum(t.values()):.0f} s ("

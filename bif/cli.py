@@ -72,7 +72,8 @@ def cmd_run(args) -> int | None:
     from bif.store.runs import compute
 
     model = ModelSpec(args.model, trust_remote_code=args.trust_remote_code)
-    data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored)
+    data = DataSpec(args.data, max_length=args.max_length, n_scored=None if args.n_scored == 0 else args.n_scored,
+                    query_neighbours=args.query_neighbours)
     config = _config(args)
     procs = _procs(args, config)
     if procs > 1 and "WORLD_SIZE" not in os.environ:  # check the inputs once, then start the processes
@@ -137,7 +138,7 @@ def _check_procs_memory(args, loaded, data, config, procs: int) -> None:
     if not scale.check_memory:
         return
     n = len(load_texts(data.source))
-    scored = n if data.n_scored is None else min(n, data.n_scored + data.nearest_per_query)
+    scored = n if data.n_scored is None else min(n, data.n_scored)  # query_neighbours take places in n_scored
     est = estimate_memory(loaded.model, config, scale, n_train=n, n_scored=scored, n_query=1,
                           seq_len=min(data.max_length, loaded.max_length) + 1, device="cpu",
                           processes_per_node=procs)
@@ -245,7 +246,9 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
     if run.request.get("approximate"):
         print(f"approximation: only parameters matching {run.config.param_patterns} were sampled")
     print("support = Corr(training-sample loss, completion loss); > 0 makes the completion more likely. "
-          "* = stands out of the noise (BH-corrected, FDR 5 %)")
+          f"* = stands out of the noise. {influence.FINDING_RULE}")
+    if s.no_findings_reason:
+        print(s.no_findings_reason)
     for sign in ("support", "oppose"):
         print(f"\nmost {'supporting' if sign == 'support' else 'opposing'}:")
         for i in s.top(k, sign):
@@ -255,6 +258,9 @@ def _print_top(run, query: int, token: int | None, k: int) -> None:
     st = influence.stability(trace, row, k=min(k, 10), token=token)
     print(f"\ntop-{st['k']} agreement between chain halves: support {st['topk_support_overlap']:.0%}, "
           f"oppose {st['topk_oppose_overlap']:.0%}")
+    from bif.core import null
+
+    print(null.check([(trace, row)], token).sentence())
     from bif.core.diagnostics import diagnose
 
     d = diagnose(trace, run.config.nbeta, run.config.burn_in)
@@ -439,6 +445,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default="demo", help="'demo' or a .txt/.jsonl/.csv/.parquet file")
     r.add_argument("--max-length", type=_positive("tokens", 2), default=64)
     r.add_argument("--n-scored", type=_positive("count", 0), default=256, help="training samples ranked (0 = all)")
+    r.add_argument("--query-neighbours", type=_positive("count", 0), default=8, help="of the ranked places, this "
+                   "many go to the samples sharing most words with the query (0 = a random subset only; said in the "
+                   "output)")
     r.add_argument("--prompt", required=True)
     r.add_argument("--completion", help="omit to let the model generate it")
     r.add_argument("--max-new-tokens", type=_positive("tokens"), default=32)
@@ -490,9 +499,17 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="hash every file of finished runs again (all, or the given keys)")
     v.add_argument("keys", nargs="*")
     v.set_defaults(fn=cmd_verify)
-    b = sub.add_parser("bench", help="speed and seed-to-seed agreement of a preset (prints the README's figures)")
-    b.add_argument("--preset", default="demo-cpu")
-    b.add_argument("--quick", action="store_true", help="smaller measurement, for a smoke check")
+    b = sub.add_parser("bench", help="speed of a preset, and trust figures of demo-cpu and careful-cpu on held-out "
+                                     "queries (prints the README's figures)")
+    b.add_argument("--preset", default="demo-cpu", help="preset of the speed measurements, --scan and --basin")
+    b.add_argument("--presets", default="demo-cpu,careful-cpu", help="presets whose trust figures are measured "
+                   "(two seeds each, on the held-out test queries)")
+    b.add_argument("--queries", type=int, help="use the first N held-out test queries (default: all 51)")
+    b.add_argument("--n-scored", type=int, default=256, help="training samples ranked, a seeded random subset that "
+                   "does not depend on the queries (0 = all)")
+    b.add_argument("--quick", action="store_true", help="smaller measurement, for a smoke check (trust: 8 queries, "
+                   "20 draws per chain: not the presets' figures)")
+    b.add_argument("--trust-only", action="store_true", help="only the trust figures (no speed measurements)")
     b.add_argument("--fresh-clone", action="store_true", help="also time git clone -> first finished demo run")
     b.add_argument("--scan", action="store_true", help="only the mixing scan that chose the demo preset's step size")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="measure the preset with a setting changed")

@@ -160,7 +160,11 @@ def test_unknown_run_is_a_message_not_a_traceback(tiny_run):
 def test_diagnostics_page(tiny_run):
     cache, run = tiny_run
     at = app(cache, "views/diagnostics.py", run=run.key)
-    assert len(at.metric) == 8 and all(m.proto.help for m in at.metric)
+    assert len(at.metric) == 11 and all(m.proto.help for m in at.metric)
+    names = [m.label for m in at.metric]
+    assert "Findings per query (real)" in names and "Findings per query (null)" in names  # the null beside them
+    captions = "".join(c.value for c in at.caption)
+    assert "each of the two independently seeded halves" in captions and "Null check: not applicable" in captions
     trace = charts(at)[0]
     assert len(trace["data"]) == run.config.chains
     assert at.success or at.warning or at.error  # the verdict
@@ -218,6 +222,16 @@ def test_run_page_offers_replay_with_a_cost_estimate(tiny_run, tiny_lm, tiny_cor
     assert any("Estimated time" in m.value for m in at.markdown)
     assert at.button(key="start").label == "Add this query by replay"
     assert len(at.expander) >= 3 and all(w.help for w in at.text_input if w.key and w.key.startswith("cfg."))
+
+
+def test_findings_say_what_they_required_and_runs_too_small_say_so_before_start(tiny_run, tiny_lm, tiny_corpus):
+    cache, run = tiny_run
+    at = app(cache, "views/influence.py", run=run.key)
+    captions = "".join(c.value for c in at.caption)
+    assert "Benjamini–Hochberg" in captions and "each of the two independently seeded halves" in captions
+    assert "No findings are possible in this run: it has 2 chains" in captions
+    at = fill_run_page(app(cache), tiny_lm, tiny_corpus, completion=" 8")  # smoke preset, a query to replay
+    assert any("No findings are possible in this run: it has 2 chains" in w.value for w in at.warning)
 
 
 def test_run_page_bad_inputs_are_messages(tiny_run, tmp_path):

@@ -9,8 +9,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from bif.lm import builtin
 from bif.lm import corpus
 from bif.lm.builtin import BuiltinModelError, DemoRecipe, build_demo_model, build_smollm2, train_demo_lm, train_tokenizer
-from bif.lm.corpus import (DEMO_QUERIES, chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
+from bif.lm.corpus import (chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
                         format_example, format_prompt)
+from bif.evaluation.queries import TUNING_PARAPHRASES, source_index
 
 TINY = DemoRecipe(vocab_size=300, n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, steps=3,
                   batch_size=8, warmup=1)
@@ -41,16 +42,6 @@ def test_tokenizer_splits_at_the_prompt_and_fits_max_len():
         assert ids == tok(prompt)["input_ids"] + tok(completion)["input_ids"] + [tok.eos_token_id]
         assert len(ids) <= DemoRecipe().max_len
     assert tok.decode(ids) == prompt + completion + tok.eos_token
-
-
-def test_demo_queries_point_at_their_source():
-    demo = demo_conversations()
-    assert len({q["source"] for q in DEMO_QUERIES}) == len(DEMO_QUERIES) >= 10
-    for q in DEMO_QUERIES:
-        assert demo[q["source"]] == (q["source_question"], q["answer"])
-        assert q["prompt"] == format_prompt(q["question"]) and q["question"] != q["source_question"]
-        assert q["completion"] == " " + q["answer"]
-        assert sum(p == q["source_question"] for p, _ in demo) == 1
 
 
 def test_build_demo_model_is_loadable_deterministic_and_reused(tmp_path):
@@ -119,8 +110,10 @@ def test_full_demo_build_memorises(tmp_path):
     path = build_demo_model(tmp_path)
     assert json.loads((path / "build_info.json").read_text())["final_train_loss"] < 0.5
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    for q in DEMO_QUERIES[:5]:
-        assert _greedy(model, tok, format_prompt(q["source_question"])) == " " + q["answer"]
+    convs = demo_conversations()
+    for p in TUNING_PARAPHRASES[:5]:
+        q, a = convs[source_index(p, convs)]
+        assert _greedy(model, tok, format_prompt(q)) == " " + a
 
 
 @pytest.mark.slow

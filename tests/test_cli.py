@@ -22,7 +22,9 @@ def test_run_top_export_delete(tiny_lm, tiny_corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "most supporting" in r.stdout and "most opposing" in r.stdout and "±" in r.stdout
     key = r.stdout.split("run ", 1)[1].split()[0]
-    assert "most supporting" in cli("top", key, cache=tmp_path).stdout
+    top = cli("top", key, cache=tmp_path).stdout
+    assert "most supporting" in top and "≥ 4 chains" in top, "a 2-chain run says why it has no findings"
+    assert "No findings are possible in this run: it has 2 chains" in top and "Null check: not applicable" in top
     out = tmp_path / "s.csv"
     assert cli("export", key, "--format", "csv", "--out", str(out), cache=tmp_path).returncode == 0
     rows = list(csv.DictReader(out.open()))

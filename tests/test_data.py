@@ -59,11 +59,25 @@ def test_training_texts_are_truncated_and_padded(tiny_lm):
     assert ex.mask.sum(1).tolist() == [int(n) - 1 for n in ex.lengths]
 
 
-def test_scored_subset_is_seeded_and_includes_the_queries_nearest_samples():
+def test_n_scored_is_the_number_ranked_and_query_neighbours_are_a_named_option():
     texts = [f"sample {i} about topic {i % 7}" for i in range(100)] + ["the capital of france is paris"]
-    spec = bif.DataSpec(n_scored=10, subset_seed=3, nearest_per_query=1)
-    idx, how = scored_indices(texts, spec, [bif.Query("What is the capital of France?", " Paris")])
-    assert 100 in idx and len(idx) in (10, 11) and "at random (seed 3)" in how
-    assert idx == scored_indices(texts, spec, [bif.Query("What is the capital of France?", " Paris")])[0]
+    query = [bif.Query("What is the capital of France?", " Paris")]
+    plain, how = scored_indices(texts, bif.DataSpec(n_scored=10, subset_seed=3), query)
+    assert len(plain) == 10 and "10 of 101 training samples: 10 at random (seed 3)" in how and "share" not in how
+    assert plain == scored_indices(texts, bif.DataSpec(n_scored=10, subset_seed=3), [])[0], "query-independent"
+    spec = bif.DataSpec(n_scored=10, subset_seed=3, query_neighbours=1)
+    idx, how = scored_indices(texts, spec, query)
+    assert 100 in idx and len(idx) == 10, "the neighbour takes one of the 10 places"
+    assert "9 at random (seed 3) and 1 chosen because they share most words with the query" in how
+    assert "query_neighbours=1" in how and idx == scored_indices(texts, spec, query)[0]
+    assert bif.DataSpec(n_scored=None, query_neighbours=8) == bif.DataSpec(n_scored=None), "all ranked: no choice"
     all_idx, how_all = scored_indices(texts, bif.DataSpec(n_scored=None), [])
     assert all_idx == list(range(101)) and how_all == "all 101 training samples"
+    with pytest.raises(DataError, match="raise n_scored or lower query_neighbours"):
+        scored_indices(texts, bif.DataSpec(n_scored=2, query_neighbours=3), query)
+
+
+def test_a_request_stored_before_the_rename_still_reads():
+    old = {"source": "demo", "max_length": 64, "n_scored": 256, "subset_seed": 0, "nearest_per_query": 8}
+    assert bif.DataSpec.from_dict(old) == bif.DataSpec(query_neighbours=8)
+    assert bif.DataSpec.from_dict(bif.DataSpec().to_dict()) == bif.DataSpec()

@@ -107,8 +107,26 @@ def test_a_finding_must_replicate_in_both_independent_halves_of_the_chains():
     tr = LossTrace(losses={"train": train, "query": query}, masks={"train": np.ones((n, 1), bool),
                                                                    "query": np.ones((1, 1), bool)},
                    init={"train": np.zeros((n, 1)), "query": np.zeros((1, 1))}, sampling_loss=np.zeros((C, 10)))
-    pooled = influence.samples(tr, query=0, replicate=False)
+    pooled = influence.pooled_samples(tr, query=0)
     assert pooled.significant[0] and pooled.significant[1], "pooled over all chains both look like findings"
     s = influence.samples(tr, query=0)
     assert not s.significant[0], "the second, independently seeded half does not reproduce sample 0"
     assert s.significant[1], "a real effect replicates"
+
+
+def test_fewer_than_four_chains_give_no_findings_and_say_why():
+    rng = np.random.default_rng(6)
+    for C in (2, 3):
+        D, n = 200, 30
+        train = rng.normal(size=(C, D, n, 1))
+        query = rng.normal(size=(C, D, 1, 1)) + 2.0 * train[:, :, :1]  # sample 0 drives the query in every chain
+        tr = LossTrace(losses={"train": train, "query": query},
+                       masks={"train": np.ones((n, 1), bool), "query": np.ones((1, 1), bool)},
+                       init={"train": np.zeros((n, 1)), "query": np.zeros((1, 1))}, sampling_loss=np.zeros((C, 10)))
+        assert influence.pooled_samples(tr, query=0).significant[0], "pooled BH alone would flag it"
+        for s in (influence.samples(tr, query=0), influence.query_tokens(tr, query=0),
+                  influence.train_tokens(tr, sample=0, query=0), influence.pair(tr, sample=0, query=0)):
+            assert not s.significant.any(), "without two halves of >= 2 chains nothing replicates"
+            assert f"{C} chains" in s.no_findings_reason and ">= 4" in s.no_findings_reason.replace("≥", ">=")
+    s = influence.samples(synthetic_trace(D=200), query=0)
+    assert s.no_findings_reason is None

@@ -23,7 +23,7 @@ def subset_run(tiny_lm, tiny_corpus, tmp_path_factory):
     """(cache, run ranking 12 of 40 texts, run ranking all 40): same chains (the sampler sees all texts)."""
     cache = tmp_path_factory.mktemp("rank")
     model, cfg = bif.ModelSpec(str(tiny_lm)), bif.preset("smoke", draws_dtype="float32")
-    some = bif.compute_run(model, bif.DataSpec(str(tiny_corpus), n_scored=10, nearest_per_query=2), [QUERY], cfg,
+    some = bif.compute_run(model, bif.DataSpec(str(tiny_corpus), n_scored=12, query_neighbours=2), [QUERY], cfg,
                            cache_root=cache)
     every = bif.compute_run(model, bif.DataSpec(str(tiny_corpus), n_scored=None), [QUERY], cfg, cache_root=cache)
     return cache, some, every

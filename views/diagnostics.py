@@ -8,7 +8,7 @@ import streamlit as st
 
 from bif import export, render
 from bif.core import diagnostics
-from views import common, exports
+from views import common, exports, trust
 
 EXPLAIN = """
 The scores come from a random walk over the model's weights (SGLD, in several independent **chains**). They mean
@@ -101,6 +101,7 @@ def main() -> None:
                 help="Local learning coefficient λ̂ = nβ·(E[L] − L(w*)) on the ranked samples: how many effective "
                      "parameters the model uses here. A by-product; not needed to read the influence scores.")
     checks(d)
+    trust.null_section(run, common.run_id(run))
     st.markdown("**What to change if something is off**")
     st.markdown(
         "- *Still drifting*: more burn-in, a larger γ (gamma), or a smaller step size.\n"

@@ -10,7 +10,7 @@ from bif import render
 from bif.export import context as export_context
 from bif.core import findings
 from bif.core.config import MEASURED
-from views import ask, common, exports, grow, provisional, rankall
+from views import ask, common, exports, grow, provisional, rankall, trust
 from views.ui import html as ui, pick
 
 EXPLAIN = """
@@ -163,6 +163,7 @@ def ranking_section(run, rid, q, token, scores, what, sid) -> list[int]:
     k = int(st.columns([1, 3])[0].number_input("Samples per list", 1, 50, key="topk",
                                                help="The k most supporting and k most opposing training samples."))
     ranking_line(run, rid, q, token, scores, what)
+    trust.findings_caption(run, rid, q, token)
     sup, opp = scores.top(k, "support"), scores.top(k, "oppose")
     listed = [int(i) for i in list(sup) + list(opp)]
     card_vmax = render.scale_max(*[common.train_token_scores(run, rid, q, i, token).support for i in listed])
@@ -175,7 +176,7 @@ def ranking_section(run, rid, q, token, scores, what, sid) -> list[int]:
         st.info("No sample has a non-zero score for this view.")
     elif int(scores.significant.sum()) < len(listed):
         st.caption(":material/info: Grey cards (*noise* badge) are within the noise: their order is not a finding "
-                   "and changes from seed to seed (on the 12 demo queries, two independently seeded demo-cpu runs "
+                   "and changes from seed to seed (on the 12 tuning queries, two independently seeded demo-cpu runs "
                    f"shared {MEASURED['top5_overlap']['demo-cpu'] * 100:.0f} % of their top-5 supporting lists, "
                    "mostly the one finding; `python -m bif bench`).")
     st.caption(f"Tokens inside each training text are coloured by their own influence on {what}, on one scale for "

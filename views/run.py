@@ -17,7 +17,7 @@ from bif.core.config import DTYPES, PRECONDITIONERS, TRACE_DTYPES, preset_for
 from bif.core.config import MEASURED
 from bif.layout import BUILD_INFO, model_config
 from bif.lm.data import scored_indices
-from views import common, jobview
+from views import common, jobview, trust
 from views.ui.html import md_escape
 
 MODELS = {"demo": "Demo: tiny Llama trained on chatterbot conversations", "smollm2": "SmolLM2-135M-Instruct",
@@ -38,20 +38,10 @@ PLAIN = {"step_size": "Step size", "nbeta": "Pull towards low training loss", "g
 
 
 def demo_queries() -> list[tuple[str, str]]:
-    """The demo model's example queries as (prompt, completion); empty when none are defined."""
-    try:
-        from bif.lm.corpus import DEMO_QUERIES
-    except ImportError:
-        return []
-    out = []
-    for q in DEMO_QUERIES:
-        if isinstance(q, dict):  # completion = the source's answer; training texts are prompt + " " + answer
-            out.append((q.get("prompt", ""), q.get("completion") or (" " + q["answer"] if q.get("answer") else "")))
-        elif hasattr(q, "prompt"):
-            out.append((q.prompt, q.completion))
-        elif isinstance(q, (tuple, list)) and len(q) == 2:
-            out.append((str(q[0]), str(q[1])))
-    return out
+    """The demo model's example queries as (prompt, completion): the TUNING set (it chose demo-cpu)."""
+    from bif.evaluation.queries import TUNING_PARAPHRASES, paraphrase_queries
+
+    return [(q.prompt, q.completion) for q in paraphrase_queries(TUNING_PARAPHRASES)[0]]
 
 
 @st.cache_data(show_spinner="Reading the training data…", max_entries=16)
@@ -138,8 +128,8 @@ def _fill_form(req: dict) -> None:
     ss["data_choice"] = "demo" if data["source"] == "demo" else "path"
     if data["source"] != "demo":
         ss["data_path"] = data["source"]
-    ss["max_length"], ss["subset_seed"], ss["nearest"] = data["max_length"], data["subset_seed"], \
-        data["nearest_per_query"]
+    ss["max_length"], ss["subset_seed"] = data["max_length"], data["subset_seed"]
+    ss["nearest"] = bif.DataSpec.from_dict(data).query_neighbours
     ss["score_all"] = data["n_scored"] is None
     if data["n_scored"] is not None:
         ss["n_scored"] = data["n_scored"]
@@ -208,17 +198,22 @@ def data_section() -> bif.DataSpec:
         max_length = st.number_input("Tokens per example", 2, 4096, key="max_length", **KEEP,
                                      help="Longer training texts are cut to this many tokens.")
         score_all = st.checkbox("Score every training sample", key="score_all", **KEEP,
-                                help="Unticked: a random subset (plus the texts most similar to the query) is "
-                                     "ranked; all texts still drive the sampler. Scoring all costs more per draw.")
+                                help="Unticked: a random subset (with the texts most similar to the query, if "
+                                     "asked below) is ranked; all texts still drive the sampler. Scoring all costs "
+                                     "more per draw.")
         n_scored = None if score_all else st.number_input("Samples to rank", 2, 1_000_000, key="n_scored", **KEEP,
                                                           help="How many training samples are scored.")
         seed = st.number_input("Subset seed", 0, 2**31 - 1, key="subset_seed", **KEEP,
                                help="Which random subset.")
-        near = st.number_input("Similar samples added per query", 0, 1000, key="nearest", **KEEP,
-                               help="Also rank the training texts sharing most words with the query.")
+        near = st.number_input("Query neighbours (samples chosen by word overlap)", 0, 1000, key="nearest",
+                               **KEEP, help="query_neighbours: this many of the ranked places go to the training "
+                                            "texts sharing most words with the query, so that likely sources are "
+                                            "ranked. The ranked set then depends on the query; every view says so. "
+                                            "0 = a purely random subset.")
     if problem:
         raise bif.BIFError(problem)
-    return bif.DataSpec(source, int(max_length), None if n_scored is None else int(n_scored), int(seed), int(near))
+    return bif.DataSpec(source, int(max_length), None if n_scored is None else int(n_scored), int(seed),
+                        query_neighbours=int(near))
 
 
 def fit_note() -> None:
@@ -243,7 +238,8 @@ def query_section(model: bif.ModelSpec, data: bif.DataSpec | None = None) -> bif
     if examples:
         st.selectbox("Example queries", examples, index=None, key="example", on_change=pick_example,
                      format_func=lambda e: f"{e[0].strip()[:50]} → {e[1].strip()[:30]}",
-                     placeholder="Pick an example…", help="Prompts and completions prepared for the demo model.")
+                     placeholder="Pick an example…", help="The demo's tuning queries (they chose the demo-cpu preset): "
+                                                          "paraphrased questions answered with their source's answer.")
     st.text_area("Prompt", key="prompt", **KEEP, height=80,
                  help="The context the model sees. It is not scored.")
     st.text_area("Completion", key="completion", **KEEP, height=80,
@@ -264,10 +260,11 @@ def sampler_section(model: bif.ModelSpec) -> tuple[str, bif.SamplerConfig]:
     smollm2 = model.name_or_path == "smollm2"
     st.session_state.setdefault("preset", preset_for(model.name_or_path))
     name = st.selectbox("Preset", list(bif.PRESETS), key="preset", **KEEP,
-                        help="demo-cpu: a few minutes on a CPU, strongest influences only (two seeds agreed on "
-                             f"{AGREE['demo-cpu'] * 100:.0f} % of its findings). careful-cpu: about 3× longer, "
-                             f"tighter error bars ({AGREE['careful-cpu'] * 100:.0f} %; use it for findings). "
-                             "paper-gpu: for a GPU. smollm2-gpu: paper-gpu with a 10× smaller step, for SmolLM2 "
+                        help="demo-cpu: a few minutes on a CPU, strongest influences only (on the 12 tuning "
+                             f"queries two seeds agreed on {AGREE['demo-cpu'] * 100:.0f} % of its findings). "
+                             f"careful-cpu: about 3× longer, tighter error bars ({AGREE['careful-cpu'] * 100:.0f} %; "
+                             "use it for findings). Held-out figures: README, `python -m bif bench`. paper-gpu: for a "
+                             "GPU. smollm2-gpu: paper-gpu with a 10× smaller step, for SmolLM2 "
                              "(picked for it automatically). smoke: seconds, for checks, not findings.")
     if smollm2 and bif.PRESETS[name].step_size > bif.PRESETS["smollm2-gpu"].step_size:
         st.warning("This preset's step size was calibrated on the demo model. On SmolLM2 a step of 3e-4 drove the "
@@ -310,14 +307,14 @@ def use_approximation(settings: dict) -> None:
     st.session_state[f"cfg.{name}.batch_size"] = settings["batch_size"]
     st.session_state["score_all"] = False
     st.session_state["n_scored"] = settings["n_scored"]
-    st.session_state["nearest"] = settings["nearest_per_query"]
+    st.session_state["nearest"] = settings["query_neighbours"]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def ranked_count(source: str, mtime: float, data: dict, query: dict) -> int:
     """How many training samples a run would rank (the same choice compute_run makes)."""
     texts = bif.load_texts(source)
-    return len(scored_indices(texts, bif.DataSpec(**data), [bif.Query(**query)])[0])
+    return len(scored_indices(texts, bif.DataSpec.from_dict(data), [bif.Query(**query)])[0])
 
 
 def cost_here(spec: jobspec.JobSpec, n_train: int, tokens: float, seconds: float) -> None:
@@ -381,6 +378,7 @@ def start_section(model, data, query, preset, config) -> None:
                 f"({n_train} training texts, {ranked} ranked, {cost['steps']} SGLD steps, "
                 f"{cost['draws']} draws in all).", help=cost["note"])
     cost_here(spec, n_train, tokens, cost["seconds"])
+    trust.before_start(spec.run.config)
     label = "Add this query by replay" if spec.kind == "replay" else "Start the run"
     st.button(label, type="primary", key="start", on_click=start, args=(spec, root))
 

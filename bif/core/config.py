@@ -203,7 +203,7 @@ PRESETS: dict[str, SamplerConfig] = {
     "demo-cpu": SamplerConfig(step_size=3e-4, nbeta=300.0, gamma=3000.0, chains=4, draws=100, burn_in=50,
                               steps_between=2, batch_size=32),
     # Longer CPU run: error bars half as wide as demo-cpu's; `bif bench --preset careful-cpu`: flagged-set Jaccard
-    # across seeds 0.81 (demo-cpu 0.74) at 2.9x demo-cpu's measured cost.
+    # across seeds 0.81 (demo-cpu 0.74) on the 12 tuning queries, at 2.9x demo-cpu's measured cost.
     "careful-cpu": SamplerConfig(step_size=3e-4, nbeta=300.0, gamma=3000.0, chains=4, draws=400, burn_in=100,
                                  steps_between=2, batch_size=32),
     # GPU: the reference's 4 chains x 200 draws at batch 32, thinned more; nβ, γ and ε from our calibration.

@@ -27,8 +27,10 @@ FDR = 0.05
 class Scores:
     """Scores of one family (all entries returned by one call), each array of the same shape.
 
-    `bif` (−Cov), `corr`, their standard errors, two-sided `p`, BH-adjusted `q`, `significant` (q < fdr).
-    Entries that are not observed (masked positions) are NaN and never significant.
+    `bif` (−Cov), `corr`, their standard errors, two-sided `p`, BH-adjusted `q`, `significant` (q < fdr; for
+    rankings of training samples also replicated, see bif.core.influence.FINDING_RULE). Entries that are not
+    observed (masked positions) are NaN and never significant. `no_findings_reason` is a sentence when the
+    settings cannot give findings at all (then `significant` is all False), else None.
     """
 
     bif: np.ndarray
@@ -40,6 +42,7 @@ class Scores:
     significant: np.ndarray
     n_draws: int
     n_batches: int
+    no_findings_reason: str | None = None
 
     @property
     def support(self) -> np.ndarray:

@@ -14,8 +14,8 @@ import numpy as np
 
 from bif.core.config import SamplerConfig
 from bif.core.estimators import Scores
+from bif.core.influence import MIN_CHAINS  # the finding rule's own minimum (two halves of ≥ 2 chains)
 
-MIN_CHAINS = 4  # the finding rule checks replication in two independently seeded halves of the chains
 MIN_DRAWS = 400  # chains × draws of demo-cpu, the smallest preset whose findings were measured to replicate
 CARRIER_SHARE = 0.5  # carriers: the fewest tokens that hold this share of a sample's same-sign influence
 MAX_CARRIERS = 5

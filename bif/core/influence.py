@@ -46,31 +46,67 @@ def _query_series(trace: LossTrace, query: int, token, name: str) -> np.ndarray:
 
 
 REPLICATION_Z = 1.645  # one-sided 5 % in each half
+MIN_CHAINS = 4  # two independently seeded halves of ≥ 2 chains each
+FINDING_RULE = ("A score stands out (is a finding) only if both hold: its Benjamini–Hochberg adjusted p-value is "
+                "below 5 % over all entries of the view, and each of the two independently seeded halves of the "
+                f"chains shows the same sign with |t| ≥ {REPLICATION_Z} on its own (so a run needs ≥ {MIN_CHAINS} "
+                "chains to have findings at all).")
 
 
-def samples(trace: LossTrace, query: int, token=None, chains=slice(None), replicate: bool = True,
+def no_findings_reason(chains: int) -> str | None:
+    """The sentence the views show when a run with `chains` chains cannot have findings, else None."""
+    if chains >= MIN_CHAINS:
+        return None
+    return (f"No findings are possible in this run: it has {chains} chains, and a finding must replicate in two "
+            f"independently seeded halves of ≥ 2 chains each (≥ {MIN_CHAINS} chains). Its scores rank samples; "
+            "they certify none.")
+
+
+def chain_halves(chains: int) -> tuple[slice, slice]:
+    """The two independently seeded halves of the chains that every finding must replicate in."""
+    return slice(0, chains // 2), slice(chains // 2, chains)
+
+
+def select_chains(trace: LossTrace, chains=slice(None)) -> LossTrace:
+    """The same trace restricted to some chains (a slice or an index array)."""
+    return LossTrace({k: v[chains] for k, v in trace.losses.items()}, trace.masks, trace.init,
+                     trace.sampling_loss[chains])
+
+
+def _finding_rule(view, trace: LossTrace) -> Scores:
+    """view(trace) -> Scores with BH over its entries; returns them with FINDING_RULE applied to `significant`."""
+    s = view(trace)
+    reason = no_findings_reason(trace.chains)
+    if reason:
+        s.significant = np.zeros_like(s.significant, dtype=bool)
+        s.no_findings_reason = reason
+        return s
+    sign = np.sign(s.corr)
+    for half in chain_halves(trace.chains):
+        h = view(select_chains(trace, half))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            agrees = (np.sign(h.corr) == sign) & (np.abs(h.corr / h.corr_se) >= REPLICATION_Z)
+        s.significant = s.significant & agrees
+    return s
+
+
+def pooled_samples(trace: LossTrace, query: int, token=None, train: str = "train",
+                   queries: str = "query") -> Scores:
+    """`samples` pooled over all chains with BH only: NOT the finding rule (used for each half and in tests)."""
+    return _squeeze(covariance(trace.series(train), _query_series(trace, query, token, queries)), 1)
+
+
+def samples(trace: LossTrace, query: int, token=None, chains=slice(None),
             train: str = "train", queries: str = "query") -> Scores:
     """Influence of every scored training sample on a query: shape (n,).
 
     token: None = the whole completion, an int = one completion position, a sequence of ints = a span (the
     influence on the span's summed loss; `bif` is additive over the span's tokens, `corr` is not).
 
-    With replicate=True and ≥ 4 chains, `significant` also requires that the two halves of the chains — which
-    are independently seeded, so two independent runs — each show the same sign with |t| ≥ 1.645. A ranking
-    entry is shown as a finding only when independent seeds agree on it.
+    `significant` follows FINDING_RULE: BH at 5 % over the n samples, and replicated in each independently seeded
+    half of the chains; with fewer than 4 chains nothing is significant and `no_findings_reason` says why.
     """
-    t = LossTrace({k: v[chains] for k, v in trace.losses.items()}, trace.masks, trace.init,
-                  trace.sampling_loss[chains])
-    s = _squeeze(covariance(t.series(train), _query_series(t, query, token, queries)), 1)
-    C = t.chains
-    if replicate and C >= 4:
-        sign = np.sign(s.corr)
-        for half in (slice(0, C // 2), slice(C // 2, C)):
-            h = samples(t, query, token, chains=half, replicate=False, train=train, queries=queries)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                agrees = (np.sign(h.corr) == sign) & (np.abs(h.corr / h.corr_se) >= REPLICATION_Z)
-            s.significant = s.significant & agrees
-    return s
+    return _finding_rule(lambda t: pooled_samples(t, query, token, train, queries), select_chains(trace, chains))
 
 
 def query_tokens(trace: LossTrace, query: int, sample: int | None = None,
@@ -78,31 +114,41 @@ def query_tokens(trace: LossTrace, query: int, sample: int | None = None,
     """Influence on each completion position of a query: shape (Pq,), NaN outside the completion.
 
     sample=None aggregates the whole scored training set (Σ_i ℓ_i; −Cov is additive over samples).
+    `significant` follows FINDING_RULE over the completion positions.
     """
     _check(trace, queries, query, train, sample)
-    x = trace.series(train).sum(-1, keepdims=True) if sample is None else trace.series(train, [sample])
-    y = trace.losses[queries][:, :, query].astype(np.float64)  # (C, D, Pq)
-    s = _squeeze(covariance(x, y), 0)
-    return masked(s, trace.masks[queries][query])
+    def view(t: LossTrace) -> Scores:
+        x = t.series(train).sum(-1, keepdims=True) if sample is None else t.series(train, [sample])
+        y = t.losses[queries][:, :, query].astype(np.float64)  # (C, D, Pq)
+        return masked(_squeeze(covariance(x, y), 0), t.masks[queries][query])
+
+    return _finding_rule(view, trace)
 
 
 def train_tokens(trace: LossTrace, sample: int, query: int, token=None,
                  train: str = "train", queries: str = "query") -> Scores:
     """Influence of each position of one training sample on a query (token: as in `samples`): shape (P,), NaN at
-    padding. `bif` sums over the positions to the sample's own `bif` (the sample's loss is the sum of its tokens')."""
+    padding. `bif` sums over the positions to the sample's own `bif` (the sample's loss is the sum of its tokens').
+    `significant` follows FINDING_RULE over the positions."""
     _check(trace, queries, query, train, sample)
-    x = trace.losses[train][:, :, sample].astype(np.float64)  # (C, D, P)
-    s = _squeeze(covariance(x, _query_series(trace, query, token, queries)), 1)
-    return masked(s, trace.masks[train][sample])
+    def view(t: LossTrace) -> Scores:
+        x = t.losses[train][:, :, sample].astype(np.float64)  # (C, D, P)
+        return masked(_squeeze(covariance(x, _query_series(t, query, token, queries)), 1), t.masks[train][sample])
+
+    return _finding_rule(view, trace)
 
 
 def pair(trace: LossTrace, sample: int, query: int, train: str = "train", queries: str = "query") -> Scores:
-    """Token × token influence of one training sample on one query: shape (P, Pq)."""
+    """Token × token influence of one training sample on one query: shape (P, Pq) (FINDING_RULE over the cells)."""
     _check(trace, queries, query, train, sample)
-    x = trace.losses[train][:, :, sample].astype(np.float64)
-    y = trace.losses[queries][:, :, query].astype(np.float64)
     keep = np.outer(trace.masks[train][sample], trace.masks[queries][query])
-    return masked(covariance(x, y), keep)
+
+    def view(t: LossTrace) -> Scores:
+        x = t.losses[train][:, :, sample].astype(np.float64)
+        y = t.losses[queries][:, :, query].astype(np.float64)
+        return masked(covariance(x, y), keep)
+
+    return _finding_rule(view, trace)
 
 
 def stability(trace: LossTrace, query: int, k: int = 10, token=None) -> dict:
@@ -112,8 +158,7 @@ def stability(trace: LossTrace, query: int, k: int = 10, token=None) -> dict:
     Needs ≥ 2 chains; with fewer draws per half the significant sets shrink, so this is a conservative check.
     """
     C = trace.chains
-    a = samples(trace, query, token, chains=slice(0, C // 2), replicate=False)
-    b = samples(trace, query, token, chains=slice(C // 2, C), replicate=False)
+    a, b = (pooled_samples(select_chains(trace, h), query, token) for h in chain_halves(C))
     return {
         "topk_support_overlap": topk_overlap(a.top(k, "support"), b.top(k, "support")),
         "topk_oppose_overlap": topk_overlap(a.top(k, "oppose"), b.top(k, "oppose")),
@@ -131,4 +176,5 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def _squeeze(s: Scores, axis: int) -> Scores:
     f = lambda a: np.take(a, 0, axis=axis)  # noqa: E731
     return Scores(bif=f(s.bif), bif_se=f(s.bif_se), corr=f(s.corr), corr_se=f(s.corr_se), p=f(s.p), q=f(s.q),
-                  significant=f(s.significant), n_draws=s.n_draws, n_batches=s.n_batches)
+                  significant=f(s.significant), n_draws=s.n_draws, n_batches=s.n_batches,
+                  no_findings_reason=s.no_findings_reason)

@@ -1,9 +1,9 @@
-"""Traces too large for memory: record them straight to disk, and score one query in one pass over the draws.
+"""Traces too large for memory: record them straight to disk, and score one query streaming over the draws.
 
 `record` is `bif.sample` for big observed sets: each chain goes to a chain file draw by draw (`ChainWriter`)
 and comes back as a memory-mapped `ChainStack`; it resumes chain by chain. `samples` computes exactly what
-`bif.core.influence.samples` computes (−Cov and Corr with batch-means standard errors, p, BH q), reading each block
-of draws once and keeping only per-batch sums: memory O(K·n) for K ≈ C·√D batches, never O(C·D·n·P).
+`bif.core.influence.samples` computes (−Cov and Corr with batch-means standard errors, p, BH q, the finding rule),
+keeping only per-batch sums: memory O(K·n) for K ≈ C·√D batches, never O(C·D·n·P).
 """
 
 from __future__ import annotations
@@ -159,8 +159,12 @@ def covariance_with(trace: LossTrace, y: np.ndarray, name: str = "train", block_
 
 def samples(trace: LossTrace, query: int, token: int | None = None, train: str = "train",
             queries: str = "query", block_bytes: int = BLOCK_BYTES) -> Scores:
-    """`bif.core.influence.samples` in one pass over the draws: influence of every training row on one query, (n,).
+    """`bif.core.influence.samples` streamed over the draws: influence of every training row on one query, (n,).
 
-    Then `scores.top(k)` gives the top-k; memory stays linear in the number of rows.
+    Then `scores.top(k)` gives the top-k; memory stays linear in the number of rows. The finding rule
+    (influence.FINDING_RULE) reads each half of the chains once more: two passes over the draws in all.
     """
-    return covariance_with(trace, _query_series(trace, query, token, queries), train, block_bytes)
+    from bif.core.influence import _finding_rule
+
+    return _finding_rule(lambda t: covariance_with(t, _query_series(t, query, token, queries), train, block_bytes),
+                         trace)

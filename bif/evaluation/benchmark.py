@@ -33,7 +33,7 @@ from bif.lm.builtin import DemoRecipe, new_demo_model, train_lm, train_tokenizer
 from bif.lm.corpus import format_example
 from bif.lm.data import Query, tokenize_queries
 from bif.core.examples import Examples, lm_token_loss, score_examples
-from bif.evaluation.queries import PARAPHRASES, demo_conversations, paraphrase_queries
+from bif.evaluation.queries import LDS_PARAPHRASES, demo_conversations, paraphrase_queries
 
 SCHEMA = 1
 
@@ -44,7 +44,7 @@ class BenchmarkSpec:
 
     n_train: int = field(default=128, metadata={"help": "Conversations in the benchmark training set (the "
                                                         "paraphrase sources plus a seeded random draw of the rest)."})
-    n_queries: int = field(default=len(PARAPHRASES), metadata={"help": "Paraphrase queries used (first k)."})
+    n_queries: int = field(default=len(LDS_PARAPHRASES), metadata={"help": "Paraphrase queries used (first k)."})
     epochs: int = field(default=40, metadata={"help": "Training epochs; steps = ceil(epochs·n/batch), so a "
                                                      "half-subset is trained for half the steps."})
     batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
@@ -60,8 +60,8 @@ class BenchmarkSpec:
     checkpoints: int = field(default=5, metadata={"help": "Checkpoints saved during training, for TracIn."})
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_queries <= len(PARAPHRASES):
-            raise ValueError(f"n_queries must be in 1..{len(PARAPHRASES)}")
+        if not 1 <= self.n_queries <= len(LDS_PARAPHRASES):
+            raise ValueError(f"n_queries must be in 1..{len(LDS_PARAPHRASES)}")
         if self.n_train < self.n_queries + 2:
             raise ValueError("n_train must exceed the number of queries (their sources are in the set)")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoints < 1:
@@ -127,7 +127,7 @@ class Benchmark:
 def select_data(spec: BenchmarkSpec) -> tuple[list[str], list[int], list[Query], list[int]]:
     """(texts, conversation ids, queries, source position of each query) of the benchmark."""
     convs = demo_conversations()
-    queries, src = paraphrase_queries(PARAPHRASES[: spec.n_queries])
+    queries, src = paraphrase_queries(LDS_PARAPHRASES[: spec.n_queries])
     others = [i for i in range(len(convs)) if i not in set(src)]
     random.Random(spec.select_seed).shuffle(others)
     conv_ids = sorted(set(src) | set(others[: spec.n_train - len(set(src))]))

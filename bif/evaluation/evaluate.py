@@ -151,8 +151,8 @@ def common_mode_removed(trace, row: int):
         return zc - mc * ((zc * mc).sum(axis=(0, 1)) / denom)
 
     s = covariance(resid(x), resid(y))
-    arrays = {f.name: getattr(s, f.name)[:, 0] for f in dataclasses.fields(s) if f.name not in ("n_draws",
-                                                                                                 "n_batches")}
+    arrays = {f.name: getattr(s, f.name)[:, 0] for f in dataclasses.fields(s)
+              if isinstance(getattr(s, f.name), np.ndarray)}
     return dataclasses.replace(s, **arrays)
 
 

@@ -1,8 +1,15 @@
-"""Known-answer queries of the evaluation: paraphrases of demo conversations, answered by their source.
+"""Known-answer queries: paraphrases of demo conversations, answered by their source. One convention, three sets.
 
 Each query asks a training conversation's question in other words; its completion is the source conversation's
 answer, so the source is the one training sample that should support it most. Sources are found by their exact
 question (and answer prefix, where a question occurs more than once) in `bif.lm.corpus.demo_conversations()`.
+
+* `TUNING_PARAPHRASES` (12): the TUNING set. It chose `demo-cpu` (`bif bench --scan`) and gives the app its example
+  queries; figures measured on it are tuning-set figures and are labelled so.
+* `bif.evaluation.heldout.TEST_PARAPHRASES` (51): the TEST set, written fresh and never used to choose anything;
+  `bif bench` reports presets on it.
+* `LDS_PARAPHRASES` (16): the queries of the LDS benchmark (`python -m bif.evaluation`).
+No two sets share a source (tests/test_heldout.py).
 """
 
 from __future__ import annotations
@@ -24,7 +31,23 @@ class Paraphrase:
     answer_prefix: str = ""
 
 
-PARAPHRASES: tuple[Paraphrase, ...] = (
+TUNING_PARAPHRASES: tuple[Paraphrase, ...] = (  # the tuning set: it chose demo-cpu
+    Paraphrase("Which number do you like best?", "What is your favorite number"),
+    Paraphrase("Who was the inventor of the light bulb?", "who invented the lightbulb"),
+    Paraphrase("What was the first satellite in space called?",
+               "What was the name of the first artificial Earth satellite?"),
+    Paraphrase("I can't remember my password.", "I forgot my password."),
+    Paraphrase("What does a robot need to stay alive?", "what do robots need to survive?"),
+    Paraphrase("Can you tell me what chemistry is?", "what is chemistry"),
+    Paraphrase("Who is the character Bilbo Baggins?", "who is bilbo baggins"),
+    Paraphrase("Which president was impeached first?", "who was the first impeached president"),
+    Paraphrase("What's the US dollar?", "what is a US dollar"),
+    Paraphrase("Show me a list comprehension in Python.", "can you write a list comprehension in Python?"),
+    Paraphrase("What is the game of basketball?", "WHAT IS BASKETBALL"),
+    Paraphrase("Are you going to die someday?", "When will you die"),
+)
+
+LDS_PARAPHRASES: tuple[Paraphrase, ...] = (  # the LDS benchmark's queries
     Paraphrase("Do you breathe?", "Can you breathe", "My server has an exhaust fan"),
     Paraphrase("What food would you eat if you could?", "If you could eat food, what would you eat?"),
     Paraphrase("My mouse stopped working.", "My mouse is not responding."),
@@ -63,8 +86,9 @@ def source_index(p: Paraphrase, conversations: list[tuple[str, str]]) -> int:
     return hits[0]
 
 
-def paraphrase_queries(paraphrases=PARAPHRASES) -> tuple[list[Query], list[int]]:
+def paraphrase_queries(paraphrases: tuple[Paraphrase, ...]) -> tuple[list[Query], list[int]]:
     """(queries, source index of each in demo_conversations()): prompt = paraphrase, completion = source answer."""
     convs = demo_conversations()
     sources = [source_index(p, convs) for p in paraphrases]
     return [Query(format_prompt(p.question), " " + convs[i][1]) for p, i in zip(paraphrases, sources)], sources
+

@@ -1,5 +1,6 @@
 """The demo corpus: the English chatterbot conversations (installed from PyPI as chatterbot-corpus), formatted
-with the demo model's one chat template, and the 12 paraphrase queries whose source conversation is known.
+with the demo model's one chat template. Its known-answer queries (tuning and test sets) are in
+bif.evaluation.queries.
 """
 
 from __future__ import annotations
@@ -87,29 +88,3 @@ def demo_texts() -> list[str]:
 def demo_prompt_completion() -> list[tuple[str, str]]:
     """The demo texts split as (prompt, completion); ``prompt + completion`` is the training text."""
     return [(format_prompt(q), " " + a) for q, a in demo_conversations()]
-
-
-_QUERIES = [  # (paraphrase, index of its source in demo_texts(), source question, that question's only answer)
-    ("Which number do you like best?", 110, "What is your favorite number", "I find I'm quite fond of the number 42."),
-    ("Who was the inventor of the light bulb?", 323, "who invented the lightbulb", "thomas edison."),
-    ("What was the first satellite in space called?", 593,
-     "What was the name of the first artificial Earth satellite?", "Sputnik 1"),
-    ("I can't remember my password.", 587, "I forgot my password.",
-     "Use the password reset option or contact your admin."),
-    ("What does a robot need to stay alive?", 265, "what do robots need to survive?",
-     "not much just a little electricity"),
-    ("Can you tell me what chemistry is?", 534, "what is chemistry", "the science of mixing chemicals."),
-    ("Who is the character Bilbo Baggins?", 363, "who is bilbo baggins",
-     "Bilbo Baggins is a character in Tolkein's Lord of the Rings."),
-    ("Which president was impeached first?", 463, "who was the first impeached president", "Andrew Johnson."),
-    ("What's the US dollar?", 409, "what is a US dollar", "dollar: unit of currency in the United States."),
-    ("Show me a list comprehension in Python.", 155, "can you write a list comprehension in Python?",
-     "Here's a list comprehension: ``` squares = [x*x for x in range(10)] ```"),
-    ("What is the game of basketball?", 561, "WHAT IS BASKETBALL", "A game with tall players."),
-    ("Are you going to die someday?", 46, "When will you die", "I am effectively immortal and cannot be terminated."),
-]
-DEMO_QUERIES: list[dict] = [  # 12 topics; the prompt is new, the completion is the source's answer
-    {"prompt": format_prompt(q), "completion": " " + a, "question": q, "source": i, "source_question": sq,
-     "answer": a}
-    for q, i, sq, a in _QUERIES
-]

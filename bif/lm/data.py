@@ -22,18 +22,24 @@ FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which training data, how it is cut, and which of it is scored at every draw."""
+    """Which training data, how it is cut, and which of it is ranked (scored at every draw).
+
+    `n_scored` is the number of training samples ranked (None = all). By default they are a seeded random subset,
+    which does not depend on the query. `query_neighbours` = k lets the k samples sharing most words with each query
+    take places in that subset: a convenience for exploring one completion (the app's demo uses it), never for
+    judging retrieval, since a known source is then ranked because the query chose it.
+    """
 
     source: str = "demo"  # 'demo' (chatterbot conversations) or a path to a .txt/.jsonl/.csv/.parquet file
     max_length: int = 64  # tokens per training example (longer ones are truncated)
-    n_scored: int | None = 256  # training samples scored at every draw (None = all); the rest only drive SGLD
-    subset_seed: int = 0  # which random subset is scored
-    nearest_per_query: int = 8  # also score the samples sharing most words with each query
+    n_scored: int | None = 256  # training samples ranked (None = all); the others only drive SGLD
+    subset_seed: int = 0  # which random subset is ranked
+    query_neighbours: int = 0  # per query, this many samples sharing most words with it are among the ranked
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
             raise DataError(f"source must be 'demo' or a file path (text), got {self.source!r}.")
-        for name in ("max_length", "subset_seed", "nearest_per_query") + (("n_scored",) if self.n_scored is not None
+        for name in ("max_length", "subset_seed", "query_neighbours") + (("n_scored",) if self.n_scored is not None
                                                                           else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -42,11 +48,21 @@ class DataSpec:
             raise DataError("max_length must be at least 2 tokens.")
         if self.n_scored is not None and self.n_scored < 2:
             raise DataError("n_scored must be at least 2 (or None for all samples).")
-        if self.nearest_per_query < 0:
-            raise DataError("nearest_per_query must be ≥ 0.")
+        if self.query_neighbours < 0:
+            raise DataError("query_neighbours must be ≥ 0.")
+        if self.n_scored is None:  # every sample is ranked: no place is left to choose, so the option means nothing
+            object.__setattr__(self, "query_neighbours", 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataSpec":
+        """From `to_dict()`; a request stored before the rename names `query_neighbours` 'nearest_per_query'."""
+        d = dict(d)
+        if "nearest_per_query" in d:
+            d["query_neighbours"] = d.pop("nearest_per_query")
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -219,21 +235,27 @@ def _words(text: str) -> set[str]:
 
 
 def scored_indices(texts: list[str], spec: DataSpec, queries: list[Query]) -> tuple[list[int], str]:
-    """Which training samples are scored, and a sentence saying how they were chosen (shown in the UI)."""
+    """Which training samples are ranked (exactly `spec.n_scored`, or all), and a sentence saying how they were
+    chosen (shown in every view and by `bif top`)."""
     n = len(texts)
     if spec.n_scored is None or spec.n_scored >= n:
         return list(range(n)), f"all {n} training samples"
-    g = torch.Generator().manual_seed(spec.subset_seed)
-    chosen = set(torch.randperm(n, generator=g)[: spec.n_scored].tolist())
     near = set()
-    if spec.nearest_per_query:
+    if spec.query_neighbours:
         words = [_words(t) for t in texts]
         for q in queries:
             qw = _words(q.prompt + " " + q.completion)
             overlap = [len(qw & w) / (len(qw | w) or 1) for w in words]
-            near |= set(sorted(range(n), key=lambda i: -overlap[i])[: spec.nearest_per_query])
-    idx = sorted(chosen | near)
-    how = f"{len(idx)} of {n} training samples: {spec.n_scored} at random (seed {spec.subset_seed})"
+            near |= set(sorted(range(n), key=lambda i: -overlap[i])[: spec.query_neighbours])
+    if len(near) > spec.n_scored:
+        raise DataError(f"query_neighbours={spec.query_neighbours} for {len(queries)} queries asks for {len(near)} "
+                        f"ranked samples, more than n_scored={spec.n_scored}: raise n_scored or lower query_neighbours.")
+    g = torch.Generator().manual_seed(spec.subset_seed)
+    order = [i for i in torch.randperm(n, generator=g).tolist() if i not in near]
+    idx = sorted(near | set(order[: spec.n_scored - len(near)]))
+    how = f"{len(idx)} of {n} training samples: {len(idx) - len(near)} at random (seed {spec.subset_seed})"
     if near:
-        how += f" plus the {spec.nearest_per_query} sharing most words with each query"
+        how += (f" and {len(near)} chosen because they share most words with the "
+                f"{'query' if len(queries) == 1 else 'queries'} (query_neighbours={spec.query_neighbours}; such a "
+                "set depends on the query, so where a known source ranks in it is no retrieval measure)")
     return idx, how + ". The other samples drive the sampler but are not ranked (an approximation)."

@@ -363,9 +363,9 @@ def _sampled_fraction(spec: JobSpec) -> float:
 def cpu_approximation(spec: JobSpec, n_train: int, mean_tokens: float, blocks: int = 2) -> dict | None:
     """A variant of a job that this CPU can afford, or None when the model's blocks are unknown.
 
-    It samples only the last `blocks` transformer blocks (an approximation, labelled on the results), ranks 16
-    random + 8 most similar training samples, and uses minibatches of 8; chains and draws stay (so findings
-    remain possible). Returns {"spec", "seconds", "label", "settings"} (settings: the changed fields)."""
+    It samples only the last `blocks` transformer blocks (an approximation, labelled on the results), ranks 24
+    training samples (8 of them the most similar to the query: query_neighbours), and uses minibatches of 8;
+    chains and draws stay (so findings remain possible). Returns {"spec", "seconds", "label", "settings"} (settings: the changed fields)."""
     layout = block_layout(spec.run.model)
     if layout is None:
         return None
@@ -373,13 +373,13 @@ def cpu_approximation(spec: JobSpec, n_train: int, mean_tokens: float, blocks: i
     k = max(1, min(blocks, n))
     patterns = tuple(f"{prefix}.{i}.*" for i in range(n - k, n))
     run = dataclasses.replace(spec.run, config=spec.run.config.replace(param_patterns=patterns, batch_size=8),
-                              data=dataclasses.replace(spec.run.data, n_scored=16, nearest_per_query=8))
+                              data=dataclasses.replace(spec.run.data, n_scored=24, query_neighbours=8))
     new = dataclasses.replace(spec, run=run)
     cost = estimate_cost(new, n_train, mean_tokens)
     return {"spec": new, "seconds": cost["seconds"],
             "label": f"only the last {k} of {n} blocks sampled, {cost['n_scored']} samples ranked, minibatch 8",
-            "settings": {"param_patterns": list(patterns), "batch_size": 8, "n_scored": 16,
-                         "nearest_per_query": 8}}
+            "settings": {"param_patterns": list(patterns), "batch_size": 8, "n_scored": 24,
+                         "query_neighbours": 8}}
 
 
 def model_params(model: ModelSpec) -> float:
@@ -411,7 +411,7 @@ def estimate_cost(spec: JobSpec, n_train: int, mean_tokens: float) -> dict:
     if data.n_scored is None:
         n_scored = n_train
     else:
-        n_scored = min(n_train, data.n_scored + data.nearest_per_query * n_q)
+        n_scored = min(n_train, data.n_scored)  # the number ranked (query_neighbours take places in it)
     scored = n_q if spec.kind == "replay" else n_scored + n_q
     sampling = cfg.chains * cfg.steps_per_chain * t_step
     scoring = cfg.chains * cfg.draws * scored * t_fwd

@@ -1,7 +1,7 @@
 """Rank the whole training set afterwards: score the training texts a run did not rank at its stored draws.
 
-A run ranks a subset of its training texts (DataSpec.n_scored: random ones plus each query's nearest by word
-overlap), an approximation said in every view. With stored draws (bif.core.draws) the others need no SGLD: one
+A run ranks a subset of its training texts (DataSpec.n_scored: random ones, with each query's nearest by word
+overlap when query_neighbours is set), an approximation said in every view. With stored draws (bif.core.draws) the others need no SGLD: one
 forward pass per draw each, exactly what the run would have recorded for them (to the draws' storage precision).
 `rank_all` writes them to run_dir/ranked/ (resumable chain by chain, sealed by its own COMPLETE):
 

@@ -69,7 +69,7 @@ class RunRequest:
     def from_json(cls, d: dict) -> "RunRequest":
         """The request in a dict written by `to_json` (or a run's request.json); ConfigError if malformed."""
         try:
-            return cls(model=ModelSpec(**(d.get("model") or {})), data=DataSpec(**(d.get("data") or {})),
+            return cls(model=ModelSpec(**(d.get("model") or {})), data=DataSpec.from_dict(d.get("data") or {}),
                        queries=tuple(Query(**q) for q in d.get("queries") or []),
                        config=SamplerConfig.from_dict(d.get("config") or {}),
                        scale=ScaleOptions(**(d.get("scale") or {})))
