@@ -66,7 +66,6 @@ def cmd_demo(args) -> None:
 
 def cmd_run(args) -> int | None:
     from bif.lm.data import DataSpec, Query
-    from bif.dist.distributed import cli_setup
     from bif.lm.models import ModelSpec
     from bif.store.request import RunRequest
     from bif.store.runs import compute
@@ -80,7 +79,12 @@ def cmd_run(args) -> int | None:
         config, loaded = _check_inputs(args, model, data, config, main=True)
         _check_procs_memory(args, loaded, data, config, procs)
         return _relaunch(args, procs)
-    dist, scale, say = cli_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
+    dist, scale, say = _dist_setup(args)  # under torchrun: joins the process group; prints on rank 0 only
+    if dist.is_main:  # this program shows the library's memory estimate (logger "bif")
+        import logging
+
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("bif").setLevel(logging.INFO)
     if not os.environ.get("BIF_INPUTS_CHECKED"):  # set by _relaunch: the parent checked them
         config, _ = _check_inputs(args, model, data, config, main=dist.is_main)
     if dist.world > 1:  # every rank observes the completion that rank 0 generated (or was given)
@@ -98,6 +102,38 @@ def cmd_run(args) -> int | None:
     print(f"run {run.key} in {run.dir}")
     _print_top(run, 0, None, args.k)
     return None
+
+
+def _add_scale_arguments(parser) -> None:
+    """The `python -m bif run` flags for large models and distributed runs."""
+    g = parser.add_argument_group("scale (docs/cluster.md; under torchrun the run is spread over all processes)")
+    g.add_argument("--weights-dtype", choices=("float32", "bfloat16"), default="float32")
+    g.add_argument("--grad-checkpointing", action="store_true", help="recompute block activations in the SGLD step")
+    g.add_argument("--offload-w-star", action="store_true", help="keep the copy of w* in host memory")
+    g.add_argument("--memory-budget-gb", type=float, help="refuse runs whose estimate exceeds this (GiB)")
+    g.add_argument("--chain-groups", type=int, help="chains sampled at once (default gcd(chains, processes))")
+
+
+def _dist_setup(args):
+    """(Dist, ScaleOptions, print function that is silent off rank 0) for `python -m bif run`.
+
+    Under torchrun it joins the process group and asks CUDA for deterministic kernels; rank 0 logs the
+    memory estimate."""
+    from bif.core.scale import ScaleOptions
+    from bif.dist.distributed import current, deterministic_cuda
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        deterministic_cuda()
+    dist = current()
+    if dist.is_main and dist.world > 1:
+        print(f"distributed: {dist.world} processes ({dist.backend})")
+    scale = ScaleOptions(weights_dtype=getattr(args, "weights_dtype", "float32"),
+                         grad_checkpointing=getattr(args, "grad_checkpointing", False),
+                         offload_w_star=getattr(args, "offload_w_star", False),
+                         memory_budget_gb=getattr(args, "memory_budget_gb", None),
+                         chain_groups=getattr(args, "chain_groups", None))
+    say = print if dist.is_main else (lambda *a, **k: None)
+    return dist, scale, say
 
 
 def _check_inputs(args, model, data, config, main: bool):
@@ -460,8 +496,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-k", type=_positive("k"), default=5, help="samples shown per list")
     r.add_argument("--procs", default="auto", help="processes sharing the run (chains are spread over them); "
                    "'auto' = one per CPU core up to the number of chains, 1 on a GPU")
-    from bif.dist.distributed import add_cli_arguments
-    add_cli_arguments(r)
+    _add_scale_arguments(r)
     r.set_defaults(fn=cmd_run)
     for name, fn, hlp in (("top", cmd_top, "print the most supporting and opposing samples of a run"),
                           ("export", cmd_export,

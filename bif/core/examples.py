@@ -9,6 +9,7 @@ model the inputs are whatever its loss function takes, and positions can be just
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -125,9 +126,12 @@ def lm_token_loss(model: torch.nn.Module, inputs: dict, mask: torch.Tensor | Non
 lm_token_loss.uses_mask = True  # callers pass the loss mask as a third argument
 
 
+_PLAIN_HEAD: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()  # not on the model
+
+
 def _head_is_plain(model: torch.nn.Module) -> bool:
     """True when model(...).logits == get_output_embeddings()(base_model(...).last_hidden_state) (checked once)."""
-    verdict = getattr(model, "_bif_plain_head", None)
+    verdict = _PLAIN_HEAD.get(model)
     if verdict is None:
         verdict = False
         head, base = model.get_output_embeddings(), getattr(model, "base_model", None)
@@ -141,7 +145,7 @@ def _head_is_plain(model: torch.nn.Module) -> bool:
                     verdict = bool(torch.allclose(full, ours, rtol=1e-4, atol=1e-4))
                 except (AttributeError, TypeError, RuntimeError):
                     verdict = False
-        model._bif_plain_head = verdict
+        _PLAIN_HEAD[model] = verdict
     return verdict
 
 

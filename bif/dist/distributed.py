@@ -261,39 +261,3 @@ def merge_chain(run_dir: Path, chain: int, count: int, sizes: dict[str, tuple[in
     for p in paths:
         p.unlink()
     return out.path
-
-
-# ------------------------------------------------------------------------------------- command-line integration
-
-def add_cli_arguments(parser) -> None:
-    """The `python -m bif run` flags for large models and distributed runs."""
-    g = parser.add_argument_group("scale (docs/cluster.md; under torchrun the run is spread over all processes)")
-    g.add_argument("--weights-dtype", choices=("float32", "bfloat16"), default="float32")
-    g.add_argument("--grad-checkpointing", action="store_true", help="recompute block activations in the SGLD step")
-    g.add_argument("--offload-w-star", action="store_true", help="keep the copy of w* in host memory")
-    g.add_argument("--memory-budget-gb", type=float, help="refuse runs whose estimate exceeds this (GiB)")
-    g.add_argument("--chain-groups", type=int, help="chains sampled at once (default gcd(chains, processes))")
-
-
-def cli_setup(args):
-    """(Dist, ScaleOptions, print function that is silent off rank 0) for `python -m bif run`.
-
-    Under torchrun it joins the process group and asks CUDA for deterministic kernels; rank 0 logs the
-    memory estimate."""
-    from bif.core.scale import ScaleOptions
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        deterministic_cuda()
-    dist = current()
-    if dist.is_main:
-        logging.basicConfig(format="%(message)s")
-        logging.getLogger("bif").setLevel(logging.INFO)
-        if dist.world > 1:
-            print(f"distributed: {dist.world} processes ({dist.backend})")
-    scale = ScaleOptions(weights_dtype=getattr(args, "weights_dtype", "float32"),
-                         grad_checkpointing=getattr(args, "grad_checkpointing", False),
-                         offload_w_star=getattr(args, "offload_w_star", False),
-                         memory_budget_gb=getattr(args, "memory_budget_gb", None),
-                         chain_groups=getattr(args, "chain_groups", None))
-    say = print if dist.is_main else (lambda *a, **k: None)
-    return dist, scale, say
