@@ -6,6 +6,7 @@ nothing. Prints the latency of re-selecting a token or a sample (not asserted). 
 Run with: pytest -m browser tests/test_browser.py -s
 """
 
+import contextlib
 import os
 import re
 import socket
@@ -36,6 +37,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def app_server(cache: Path, log_path: Path):
+    """The app (streamlit run app.py) on a free local port with BIF_CACHE=cache; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "BIF_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.port", str(port),
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not start: " + log_path.read_text())
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base URL, model dir, training file): the app on a free port with BIF_CACHE in a temp dir."""
@@ -44,27 +72,8 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     model = make_tiny_lm(tmp / "model")
     corpus = write_corpus(tmp / "train.txt", TEXTS + [SCRIPT])
-    port = free_port()
-    env = {**os.environ, "BIF_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port),
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start: " + (tmp / "server.log").read_text())
-    yield url, model, corpus
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with app_server(tmp / "cache", tmp / "server.log") as url:
+        yield url, model, corpus
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,14 @@ Run with: pytest -m browser tests/test_browser_exports.py -s
 import csv
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARGS, CHROMIUM, ROOT, free_port, settle
+from tests.test_browser import ARGS, CHROMIUM, app_server, settle
 from tests.tiny import make_tiny_lm, write_corpus
 
 pytestmark = pytest.mark.browser
@@ -40,27 +36,8 @@ def app_with_run(tmp_path_factory):
     run = bif.compute_run(bif.ModelSpec(str(make_tiny_lm(tmp / "model"))),
                           bif.DataSpec(str(write_corpus(tmp / "train.txt")), n_scored=None),
                           [bif.Query(PROMPT, COMPLETION)], bif.preset("smoke"), cache_root=cache)
-    port = free_port()
-    env = {**os.environ, "BIF_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.address", "127.0.0.1", "--server.port", str(port),
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start: " + (tmp / "server.log").read_text())
-    yield url, run
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with app_server(cache, tmp / "server.log") as url:
+        yield url, run
 
 
 def download(page, button) -> bytes:

@@ -117,3 +117,23 @@ def problem(path: Path) -> str | None:
 
 def intact(path: Path) -> bool:
     return Path(path).exists() and problem(path) is None
+
+
+def seal_if_intact(dist, folder: Path, paths: list[Path], sealed_names: list[str], what: str, again: str) -> None:
+    """Check every file of an added set (`paths`) against its own checksum, then seal `folder` (rank 0 only).
+
+    dist: the process group (bif.dist.distributed; is_main, all_ok, barrier). A damaged file is removed and the set
+    is refused with a CacheError naming it, `what` the set is ("the new query set") and what to do (`again`).
+    """
+    from bif.core.files import seal
+    from bif.errors import CacheError
+
+    damaged = [p for p in paths if not intact(p)] if dist.is_main else []
+    if not dist.all_ok(not damaged):
+        for p in damaged:
+            p.unlink(missing_ok=True)
+        raise CacheError(f"{', '.join(p.name for p in damaged) or 'A file'} of {what} changed on disk before it was "
+                         f"sealed (a failing disk, or another program writing there); it was removed. {again}")
+    if dist.is_main:
+        seal(folder, sealed_names)
+    dist.barrier()

@@ -23,7 +23,7 @@ import torch
 from bif.core.draws import ChainDraws, open_draws, score_at_draws
 from bif.core.examples import lm_token_loss, score_examples
 from bif.core import integrity
-from bif.core.files import read_json, seal, write_json
+from bif.core.files import read_json, write_json
 from bif.core.sampler import Progress, resolve_device
 from bif.core.trace import ChainTrace, save_chain
 from bif.dist import distributed
@@ -95,15 +95,7 @@ def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = 
             save_chain(path, ChainTrace(losses={"train": losses}, sampling_loss=torch.zeros(0, dtype=torch.float64),
                                         seconds=time.perf_counter() - t0), config.trace_dtype)
         dist.barrier()
-        paths = [files.examples, *files.chains(config.chains)]
-        damaged = [p for p in paths if not integrity.intact(p)] if dist.is_main else []
-        if not dist.all_ok(not damaged):
-            for p in damaged:
-                p.unlink(missing_ok=True)
-            raise CacheError(f"{', '.join(p.name for p in damaged) or 'A file'} of the ranked training texts changed "
-                             "on disk before it was sealed (a failing disk, or another program writing there); it "
-                             "was removed. Rank them again to recompute it.")
-        if dist.is_main:
-            seal(out, files.sealed_names(config.chains))
-        dist.barrier()
+        integrity.seal_if_intact(dist, out, [files.examples, *files.chains(config.chains)],
+                                 files.sealed_names(config.chains), "the ranked training texts",
+                                 "Rank them again to recompute it.")
     return open_run(run.dir, verify=dist.is_main)

@@ -19,10 +19,10 @@ from bif.dist import distributed
 from bif.lm.data import Query, load_texts, tokenize_queries, tokenize_texts
 from bif.core.draws import ChainDraws, open_draws, score_at_draws
 from bif.layout import RunFiles
-from bif.errors import BIFError, CacheError, ConfigError, ReplayMismatch
+from bif.errors import BIFError, ConfigError, ReplayMismatch
 from bif.core.examples import lm_token_loss, score_examples
 from bif.core import integrity
-from bif.core.files import read_json, seal, write_json
+from bif.core.files import read_json, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.store.request import digest
 from bif.store.runs import Run, _overall, open_run
@@ -115,17 +115,9 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
             failure = e
         if not dist.all_ok(failure is None):
             raise failure or ReplayMismatch("Another process could not reproduce its chains; see its message.")
-        paths = [qfiles.examples, *qfiles.chains(config.chains)]
-        damaged = [p for p in paths if not integrity.intact(p)] if dist.is_main else []
-        if not dist.all_ok(not damaged):
-            for p in damaged:
-                p.unlink(missing_ok=True)
-            raise CacheError(f"{', '.join(p.name for p in damaged) or 'A file'} of the new query set changed on disk "
-                             "before it was sealed (a failing disk, or another program writing there); it was "
-                             "removed. Ask the same query again to recompute it.")
-        if dist.is_main:
-            seal(qdir, qfiles.sealed_names(config.chains))
-        dist.barrier()
+        integrity.seal_if_intact(dist, qdir, [qfiles.examples, *qfiles.chains(config.chains)],
+                                 qfiles.sealed_names(config.chains), "the new query set",
+                                 "Ask the same query again to recompute it.")
     return open_run(run.dir, verify=dist.is_main)
 
 
