@@ -277,7 +277,7 @@ def test_run_page_upload_and_generate(tiny_run, tiny_lm, tiny_corpus, tmp_path):
     saved = list((root / "uploads").glob("*.txt"))
     assert len(saved) == 1 and saved[0].read_bytes() == Path(tiny_corpus).read_bytes()
     assert any("40 training texts" in m.value for m in at.markdown)
-    next(b for b in at.button if b.label.startswith("Generate")).click()  # greedy, tiny random model
+    next(b for b in at.button if b.label.startswith("Let the model write")).click()  # greedy, tiny random model
     at.run()
     assert not at.exception and not at.error
     assert at.text_area(key="completion").value != "XXX"

@@ -24,7 +24,7 @@ def test_ask_another_completion_and_find_its_heatmap(server, browser):  # noqa: 
     page.goto(f"{url}/influence?run={run.key}")
     page.get_by_role("heading", name="Which training data made this completion?").wait_for(timeout=60_000)
     settle(page)
-    page.get_by_text("Sample more: 10 → 20 draws per chain").first.wait_for()
+    page.get_by_text("Sample more (10 → 20 draws)").first.wait_for()
     page.get_by_text("Ask about another completion").click()
     page.get_by_label("Prompt", exact=True).fill("User: what is 9 plus 9?\nBot:")  # no training text has a 9 + b
     page.get_by_label("Completion to explain", exact=True).fill(" 18")

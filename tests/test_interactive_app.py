@@ -71,7 +71,7 @@ def test_sample_more_continues_the_run_with_twice_the_draws(tiny_run, tmp_path, 
     monkeypatch.setattr(jobs, "start_job", lambda request, cache_root: started.append(request) or "job-1")
     at = app(root, "views/influence.py", run=run.key)
     button = at.button(key=f"grow-{run.key}")
-    assert "10 → 20 draws per chain" in button.label
+    assert "10 → 20 draws" in button.label
     assert any("from this run's own speed" in c.value for c in at.caption)
     button.click().run()
     assert not at.exception and len(started) == 1

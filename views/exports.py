@@ -17,7 +17,7 @@ def figure_buttons(fig, name: str, ctx: export.ExportContext | None = None, key:
     ok = image.available()
     note = ("The figure as an image" + (" with a caption naming run, model and query" if ctx else "") +
             " (rendered here by kaleido and Chromium, offline)." if ok else image.CHROMIUM_HINT)
-    cols = st.columns([1, 1, 6])
+    cols = st.columns([1, 1, 2])  # wide enough for icon + label at 800 px
     for col, fmt, mime in ((cols[0], "png", "image/png"), (cols[1], "svg", "image/svg+xml")):
         col.download_button(
             fmt.upper(), (lambda f=fmt: image.figure_image(export.captioned(fig, ctx) if ctx else fig, f)) if ok

@@ -30,10 +30,10 @@ def sample_more(run: bif.Run) -> None:
         return
     spec = jobspec.grow_job_spec(run, target, common.cache_root())
     seconds = jobs.WORKER_START_S + growth_estimate_s(run.dir, target, jobs.default_procs(spec))
-    c1, c2 = st.columns([1, 2])
-    c1.button(f"Sample more: {cfg.draws} → {target} draws per chain", key=f"grow-{run.key}", on_click=_start,
+    st.button(f"Sample more ({cfg.draws} → {target} draws)", key=f"grow-{run.key}", on_click=_start,
               args=(spec,), icon=":material/add_circle:",
               help="Continues every chain from where it stopped: nothing is sampled twice, and the result equals a "
                    "fresh run with that many draws. Error bars shrink by about 1/√2.")
-    c2.caption(f"About {jobs.format_seconds(seconds)} (from this run's own speed). Provisional results show here "
+    st.caption(f"{cfg.draws} → {target} draws per chain, about {jobs.format_seconds(seconds)} (from this run's own "
+               "speed). Provisional results show here "
                "while it samples. Queries added later to this run are not carried over: ask them again.")

@@ -245,8 +245,8 @@ def query_section(model: bif.ModelSpec, data: bif.DataSpec | None = None) -> bif
     st.text_area("Completion", key="completion", **KEEP, height=80,
                  help="The text whose tokens are explained: which training samples made each token likely?")
     first = model.name_or_path == "demo" and not demo_built()
-    st.button("Generate the completion with the model", on_click=generate, args=(model, data),
-              help="Greedy decoding, up to 32 tokens. Replaces the completion above." +
+    st.button("Let the model write it", icon=":material/auto_awesome:", on_click=generate, args=(model, data),
+              help="The model writes the completion (greedy decoding, up to 32 tokens), replacing the one above." +
                    (" The demo model is not trained yet: the first generation trains it (several minutes)."
                     if first else ""))
     if "gen_error" in st.session_state:
