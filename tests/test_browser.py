@@ -115,9 +115,8 @@ def heatmap_title(page) -> str:
     return page.locator(".js-plotly-plot .gtitle").first.text_content()
 
 
-def test_run_query_click_share_and_escape(server, browser):
-    url, model, corpus = server
-    page = new_page(browser)
+def fill_run_form(page, url: str, model, corpus, prompt: str = PROMPT, completion: str = COMPLETION) -> None:
+    """Open the Run page and fill it in: a model directory, a training file, the prompt and the completion."""
     page.goto(url)
     page.get_by_role("heading", name="Run BIF on a completion").wait_for(timeout=60_000)
     settle(page)
@@ -129,10 +128,16 @@ def test_run_query_click_share_and_escape(server, browser):
     page.get_by_label("Training file path", exact=True).fill(str(corpus))
     page.get_by_label("Training file path", exact=True).press("Enter")
     settle(page)
-    for label, text in (("Prompt", PROMPT), ("Completion", COMPLETION)):
+    for label, text in (("Prompt", prompt), ("Completion", completion)):
         page.get_by_label(label, exact=True).fill(text)
         page.get_by_label(label, exact=True).press("Control+Enter")
         settle(page)
+
+
+def test_run_query_click_share_and_escape(server, browser):
+    url, model, corpus = server
+    page = new_page(browser)
+    fill_run_form(page, url, model, corpus)
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Preset").click()
     page.get_by_role("option", name="smoke", exact=True).click()
     settle(page)

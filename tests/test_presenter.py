@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.test_browser import browser, new_page, server, settle, shot  # noqa: F401 - fixtures
+from tests.test_browser import browser, fill_run_form, new_page, server, settle, shot  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 
@@ -52,21 +52,7 @@ def timed(page, action, text: str) -> float:
 
 
 def start_run(page, url, model, corpus) -> None:
-    page.goto(url)
-    page.get_by_role("heading", name="Run BIF on a completion").wait_for(timeout=60_000)
-    settle(page)
-    page.get_by_text("A model directory on disk").click()
-    page.get_by_label("Model directory", exact=True).fill(str(model))
-    page.get_by_label("Model directory", exact=True).press("Enter")
-    settle(page)
-    page.get_by_text("A file on disk").click()
-    page.get_by_label("Training file path", exact=True).fill(str(corpus))
-    page.get_by_label("Training file path", exact=True).press("Enter")
-    settle(page)
-    for label, text in (("Prompt", PROMPT), ("Completion", COMPLETION)):
-        page.get_by_label(label, exact=True).fill(text)
-        page.get_by_label(label, exact=True).press("Control+Enter")
-        settle(page)
+    fill_run_form(page, url, model, corpus, PROMPT, COMPLETION)
     page.get_by_text("Estimated time").wait_for()
     shots(page, "1-run")
     t0 = time.perf_counter()
