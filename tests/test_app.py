@@ -38,10 +38,14 @@ def cache_env(monkeypatch, tiny_run):
 @pytest.fixture(scope="module")
 def xss_run(tiny_lm, tmp_path_factory):
     """A run whose training data holds a script tag (sample #40)."""
-    root = tmp_path_factory.mktemp("xss")
-    corpus = write_corpus(root / "train.txt", TEXTS + [SCRIPT])
-    run = bif.compute_run(bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(corpus), n_scored=None),
-                          [bif.Query("User: what is 1 plus 1?\nBot:", " 2")], bif.preset("smoke"), cache_root=root)
+    return run_with_text(tiny_lm, tmp_path_factory.mktemp("xss"), SCRIPT, bif.Query("User: what is 1 plus 1?\nBot:", " 2"))
+
+
+def run_with_text(tiny_lm, root, text: str, query) -> tuple:
+    """(cache root, Run): a smoke run of the tiny LM on the tiny corpus plus `text` as its last training sample."""
+    corpus = write_corpus(root / "train.txt", TEXTS + [text])
+    run = bif.compute_run(bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(corpus), n_scored=None), [query],
+                          bif.preset("smoke"), cache_root=root)
     return root, run
 
 

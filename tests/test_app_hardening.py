@@ -8,8 +8,7 @@ import shutil
 import pytest
 
 import bif
-from tests.test_app import app, fill_run_page, html
-from tests.tiny import TEXTS, write_corpus
+from tests.test_app import app, fill_run_page, html, run_with_text
 
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "\u202eevil" shows as "live"
 WORLD = "User: say héllo, שלום and 👋🏽\nBot: héllo " + RLO + "evil"
@@ -23,12 +22,8 @@ def cache_env(monkeypatch, tiny_run):
 @pytest.fixture(scope="module")
 def world_run(tiny_lm, tmp_path_factory):
     """A run whose last training text and whose query hold accents, Hebrew, an emoji and an RTL override."""
-    root = tmp_path_factory.mktemp("world")
-    corpus = write_corpus(root / "train.txt", TEXTS + [WORLD])
-    run = bif.compute_run(bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(corpus), n_scored=None),
-                          [bif.Query("User: say héllo " + RLO + "evil\nBot:", " héllo")], bif.preset("smoke"),
-                          cache_root=root)
-    return root, run
+    return run_with_text(tiny_lm, tmp_path_factory.mktemp("world"), WORLD,
+                         bif.Query("User: say héllo " + RLO + "evil\nBot:", " héllo"))
 
 
 @pytest.mark.parametrize("given", ["{dir}", "../../{key}", "{key}/../{key}", "{key} ", "KEY"])
