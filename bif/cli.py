@@ -194,10 +194,11 @@ def _relaunch(args, procs: int) -> int:
         argv += ["--completion", args.completion]
     if args.last_blocks:  # the parent resolved the blocks into patterns
         argv += ["--last-blocks", "0", "--set", args.set[-1]]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // procs)), "BIF_PROGRESS_STDOUT": "1",
+    from bif.dist.launch import threads_per_proc, torchrun_command
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_proc(procs)), "BIF_PROGRESS_STDOUT": "1",
            "BIF_INPUTS_CHECKED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
-           "-m", "bif", *argv]
+    cmd = torchrun_command(procs, ["bif", *argv])
     proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
     if proc.returncode == 0:
         return 0
@@ -226,7 +227,8 @@ def _worker_failure(stderr: str, procs: int) -> str:
 
 
 def _procs(args, config) -> int:
-    """--procs: 'auto' = on CPU one process per core up to the number of chains (at most 4); on a GPU, 1.
+    """--procs: 'auto' = bif.dist.launch.default_procs (on CPU one process per core up to the number of chains,
+    at most 4; on a GPU, 1).
 
     A number must be between 1 and the number of CPU cores (GPUs, under CUDA); the memory bound is checked once
     the model is loaded (_check_procs_memory)."""
@@ -235,7 +237,9 @@ def _procs(args, config) -> int:
     import torch
 
     if args.procs == "auto":
-        return 1 if torch.cuda.is_available() else max(1, min(config.chains, os.cpu_count() or 1, 4))
+        from bif.dist.launch import default_procs
+
+        return default_procs(config.chains)
     try:
         procs = int(args.procs)
     except ValueError:

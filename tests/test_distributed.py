@@ -47,6 +47,17 @@ def test_plan_refuses_groups_that_do_not_divide_the_world():
     assert make_plan(4, 6, groups=1).group_size == 6
 
 
+def test_one_torchrun_command_line_for_the_cli_and_the_jobs():
+    """bif.dist.launch writes the command line both programs start workers with."""
+    from bif.dist.launch import default_procs, worker_command
+
+    assert worker_command(2, ["bif.service.jobs", "D"]) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bif.service.jobs",
+        "D"]
+    assert worker_command(1, ["bif", "run"]) == [sys.executable, "-m", "bif", "run"], "one process: no torchrun"
+    assert default_procs(1) == 1 and 1 <= default_procs(8) <= 4
+
+
 def test_shards_are_the_single_process_scoring_batches(tiny_lm, tiny_corpus):
     loaded = bif.load_model(bif.ModelSpec(str(tiny_lm)))
     ex = bif.tokenize_texts(loaded.tokenizer, bif.load_texts(str(tiny_corpus)), 64)

@@ -25,6 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bif.dist import launch
 from bif.errors import BIFError, Cancelled, ConfigError, user_message
 from bif.lm.models import ModelSpec
 from bif.service.jobspec import JobSpec, rank_job_spec
@@ -81,10 +82,9 @@ def _launch(spec: JobSpec, files) -> None:
     root = str(Path(__file__).resolve().parents[2])  # the repository (bif/service/jobs.py)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     procs = spec.procs or default_procs(spec)
-    cmd = [sys.executable, "-m", "bif.service.jobs", str(files.dir.resolve())]
+    cmd = launch.worker_command(procs, ["bif.service.jobs", str(files.dir.resolve())])
     if procs > 1:  # chains spread over processes (bif.dist.distributed); torchrun stops them all if one fails
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", *cmd[1:]]
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
+        env["OMP_NUM_THREADS"] = str(launch.threads_per_proc(procs))
     with open(files.log, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
@@ -111,17 +111,9 @@ def _merged_progress(files: JobFiles) -> dict:
 
 
 def default_procs(spec: JobSpec) -> int:
-    """Worker processes for a job: on CPU one per core up to the number of chains (at most 4); else 1.
-
-    Chains are independent, so on a 2-core machine two single-threaded processes nearly halve the wall time;
-    a replay (new query on a cached run) spreads its chains the same way.
-    """
-    import torch
-
-    if torch.cuda.is_available():
-        return 1
-    chains = spec.run.config.chains
-    return max(1, min(chains, os.cpu_count() or 1, 4))
+    """Worker processes for a job (bif.dist.launch.default_procs of its chains); a replay (new query on a cached
+    run) spreads its chains the same way."""
+    return launch.default_procs(spec.run.config.chains)
 
 
 def job_status(job_id: str, cache_root: str | Path) -> dict:
