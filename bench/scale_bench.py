@@ -156,11 +156,11 @@ def worker_scoring(n: int, repeats: int = 7) -> None:
     its shard at once (the per-process rate with W processes). Interleaving makes machine load hit both alike.
     """
     from bif.core.examples import score_batches, scoring_batches
-    from bif.dist.distributed import current, shard_rows
+    from bif.dist.distributed import join, shard_rows
     from bif.core.examples import lm_token_loss
 
     torch.set_num_threads(1)
-    dist = current()
+    dist = join()
     model = random_llama("xs")
     ex = random_tokens(n, 64, SIZES["xs"][2])
     every, mine = scoring_batches(ex, 64), shard_rows(ex, 64, dist.rank, dist.world)

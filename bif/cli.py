@@ -120,11 +120,11 @@ def _dist_setup(args):
     Under torchrun it joins the process group and asks CUDA for deterministic kernels; rank 0 logs the
     memory estimate."""
     from bif.core.scale import ScaleOptions
-    from bif.dist.distributed import current, deterministic_cuda
+    from bif.dist.distributed import deterministic_cuda, join
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         deterministic_cuda()
-    dist = current()
+    dist = join()
     if dist.is_main and dist.world > 1:
         print(f"distributed: {dist.world} processes ({dist.backend})")
     scale = ScaleOptions(weights_dtype=getattr(args, "weights_dtype", "float32"),

@@ -58,6 +58,20 @@ def test_one_torchrun_command_line_for_the_cli_and_the_jobs():
     assert default_procs(1) == 1 and 1 <= default_procs(8) <= 4
 
 
+def test_a_plain_compute_run_call_never_starts_a_process_group(tiny_lm, tiny_corpus, tmp_path, monkeypatch):
+    """torchrun's variables in the environment do not make a library call join a group: the programs (CLI, job
+    worker) join one with bif.dist.distributed.join; compute_run only uses a group that is already running."""
+    started = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *a, **k: started.append(k))
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "2"),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29599")):
+        monkeypatch.setenv(name, value)
+    run = bif.compute_run(*request(tiny_lm, tiny_corpus), cache_root=tmp_path)
+    assert started == [] and not torch.distributed.is_initialized()
+    assert run.train_losses.shape[0] == run.config.chains == 2, "one process computed every chain itself"
+    assert distributed.current() == Dist()
+
+
 def test_shards_are_the_single_process_scoring_batches(tiny_lm, tiny_corpus):
     loaded = bif.load_model(bif.ModelSpec(str(tiny_lm)))
     ex = bif.tokenize_texts(loaded.tokenizer, bif.load_texts(str(tiny_corpus)), 64)

@@ -72,14 +72,26 @@ class Dist:
         return int(flag.item()) == 0
 
 
-def current(init: bool = True, timeout_s: float | None = None) -> Dist:
-    """The running process group, or one created from torchrun's environment (RANK, WORLD_SIZE, ...) when
-    `init` and WORLD_SIZE > 1, or a single process. On GPUs each process uses cuda:LOCAL_RANK."""
+def current() -> Dist:
+    """The process group that is already running (started by `join` or by the caller), else a single process.
+
+    Never starts one: a library call (compute_run, add_queries, rank_all) with RANK/WORLD_SIZE in the environment
+    but no running group is a single process."""
     dist = torch.distributed
-    env_world = int(os.environ.get("WORLD_SIZE", "1"))
-    if not (dist.is_available() and (dist.is_initialized() or (init and env_world > 1))):
+    if not (dist.is_available() and dist.is_initialized()):
         return Dist()
-    if not dist.is_initialized():
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), backend=dist.get_backend())
+
+
+def join(timeout_s: float | None = None) -> Dist:
+    """For programs started by torchrun (the CLI, the job worker): join the process group described by torchrun's
+    environment (RANK, WORLD_SIZE, ...) when WORLD_SIZE > 1 and none is running yet; then `current()`.
+
+    NCCL when CUDA is available (each process uses cuda:LOCAL_RANK), else gloo; the timeout is `timeout_s`, else
+    BIF_DIST_TIMEOUT_S, else 4 hours."""
+    dist = torch.distributed
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
@@ -87,8 +99,7 @@ def current(init: bool = True, timeout_s: float | None = None) -> Dist:
         timeout = datetime.timedelta(seconds=timeout_s or float(os.environ.get("BIF_DIST_TIMEOUT_S", 4 * 3600)))
         extra = {"device_id": torch.device("cuda", local)} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, timeout=timeout, **extra)
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                local_world=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), backend=dist.get_backend())
+    return current()
 
 
 @contextlib.contextmanager

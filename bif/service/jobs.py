@@ -441,4 +441,7 @@ def format_seconds(s: float | None) -> str:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m bif.service.jobs JOB_DIR")
+    from bif.dist.distributed import join
+
+    join()  # under torchrun: every rank joins the job's process group (a library call never starts one)
     sys.exit(0 if run_job(sys.argv[1]) in ("done", "cancelled") else 1)

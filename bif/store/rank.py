@@ -41,7 +41,7 @@ def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = 
              dist: distributed.Dist | None = None):
     """Score every training text the run does not rank at its stored draws; returns the run reopened, ranking all.
 
-    ConfigError without stored draws. Resumes chain by chain; under torchrun each process takes chains
+    ConfigError without stored draws. Resumes chain by chain; in a running process group each process takes chains
     rank, rank + W, ... `progress` gets {"stage": "rank", "chain", "chains", "draw", "draws", "fraction"}.
     """
     from bif.lm.models import ModelSpec, load_model

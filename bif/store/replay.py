@@ -68,7 +68,8 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
     versions, changed model files); 'auto' uses stored draws when the run has them. Returns the run reopened
     with the new query set appended (its QuerySet.method says which was used). `loaded`: the run's model, already
     loaded (the app keeps it between questions); it is left at w*.
-    Under torchrun every process calls this with the same arguments and handles chains rank, rank + W, ...
+    In a running process group (bif.dist.distributed.current()) every process calls this with the same arguments
+    and handles chains rank, rank + W, ...
     """
     known = {json.dumps(q.to_dict(), sort_keys=True) for q in run.queries}
     new = [q for q in queries if json.dumps(q.to_dict(), sort_keys=True) not in known]

@@ -213,8 +213,9 @@ def compute(request: RunRequest, cache_root: str | Path = "cache", progress: Pro
     Chains are written to disk draw by draw (never held whole in memory). A memory estimate is logged (logger
     "bif") before sampling starts, and a run that cannot fit stops with `bif.core.scale.OutOfMemory`.
 
-    Under torchrun (WORLD_SIZE > 1) every process calls this with the same arguments: chains are spread over
-    the processes and each draw's scoring is sharded (bif.dist.distributed); the result is the same run.
+    In a running process group (`dist`, else bif.dist.distributed.current(); the CLI and the job worker join
+    torchrun's with bif.dist.distributed.join, this never starts one) every process calls this with the same
+    arguments: chains are spread over the processes and each draw's scoring is sharded; the result is the same run.
     `request.scale` (bif.core.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
     """
     if not isinstance(request, RunRequest):
