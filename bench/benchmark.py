@@ -96,7 +96,7 @@ SCAN = ({"step_size": 1e-4}, {"step_size": 3e-4}, {"step_size": 1e-4, "steps_bet
 def mixing_scan(base: str, cache_root: str, n_scored: int = 142) -> list[dict]:
     """How settings change mixing and the known sources' z-scores at 4 chains x 100 draws (one seed each).
 
-    The TUNING set (bif.evaluation.queries.TUNING_PARAPHRASES, 12 queries) in one run: this scan chose demo-cpu,
+    The TUNING set (bif.lm.queries.TUNING_PARAPHRASES, 12 queries) in one run: this scan chose demo-cpu,
     so its figures are tuning-set figures. The ranked set is n_scored samples, among them each query's 8 nearest
     by word overlap (query_neighbours, so that every source is ranked: a set chosen by the queries, fine for
     comparing settings with each other, not for judging retrieval). Reports ESS per draw, lag-1 autocorrelation,
@@ -106,7 +106,7 @@ def mixing_scan(base: str, cache_root: str, n_scored: int = 142) -> list[dict]:
     from bif.core.config import preset
     from bif.core.diagnostics import diagnose
     from bif.core.trace import chain_seconds
-    from bif.evaluation.queries import TUNING_PARAPHRASES, paraphrase_queries
+    from bif.lm.queries import TUNING_PARAPHRASES, paraphrase_queries
     from bif.lm.data import DataSpec
     from bif.lm.models import ModelSpec
     from bif.store.runs import compute_run

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.benchmark import median_seconds
+from bif.lm.registry import SMOLLM2
 
 HERE = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -34,7 +35,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NU
 SIZES = {"xs": (2, 128, 2048), "s": (4, 256, 4096), "m": (6, 384, 8192), "l": (8, 512, 16384)}
 # published architectures with random weights: the same compute and memory as the real models (timings only)
 SHAPES = {  # layers, hidden, intermediate, heads, kv heads, vocab
-    "smollm2": (30, 576, 1536, 9, 3, 49152),  # SmolLM2-135M
+    SMOLLM2: (30, 576, 1536, 9, 3, 49152),  # the built-in SmolLM2-135M's shape
     "1b": (16, 2048, 8192, 32, 8, 128256),  # Llama-3.2-1B
     "3b": (28, 3072, 8192, 24, 8, 128256),  # Llama-3.2-3B
 }

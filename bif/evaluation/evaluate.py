@@ -272,7 +272,7 @@ def evaluate(spec: BenchmarkSpec, cfg: EvalConfig, cache_root: str | Path = "cac
             "train_loss": bench.train_loss, "train_seconds": bench.train_seconds,
             "description": (f"A fixed {n}-conversation subset of the demo corpus (the {Q} paraphrase sources plus a "
                             f"seeded random draw), a model with the demo architecture trained on it for "
-                            f"{spec.epochs} epochs with the demo training code (bif.lm.builtin.train_lm). Smaller than "
+                            f"{spec.epochs} epochs with the demo training code (bif.lm.train.train_lm). Smaller than "
                             "the demo (850 conversations) so that retraining takes seconds, not minutes."),
         },
         "queries": [{"prompt": q.prompt, "completion": q.completion, "source": s, "source_text": bench.texts[s]}

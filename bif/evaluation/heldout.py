@@ -1,13 +1,13 @@
 """Held-out TEST paraphrases of demo conversations, for judging presets on queries they were not tuned on.
 
 Each entry is (paraphrase, exact source question in `bif.lm.corpus.demo_conversations()`, source answer prefix).
-Written fresh for this purpose: no source is shared with the TUNING set (`bif.evaluation.queries.TUNING_PARAPHRASES`,
+Written fresh for this purpose: no source is shared with the TUNING set (`bif.lm.queries.TUNING_PARAPHRASES`,
 which chose `demo-cpu`) or with the LDS benchmark's `LDS_PARAPHRASES` (tests/test_heldout.py checks this and that
 every entry resolves to exactly one conversation). `bif bench` reports presets on this set (bench/trust.py), and
 `bif bench --interactive` (bench/interactive.py) scores on them.
 """
 
-from bif.evaluation.queries import Paraphrase
+from bif.lm.queries import Paraphrase
 
 _ENTRIES = (
     ("Is it possible for you to break down?", "Can you malfunction", ""),

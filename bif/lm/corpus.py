@@ -1,6 +1,6 @@
 """The demo corpus: the English chatterbot conversations (installed from PyPI as chatterbot-corpus), formatted
 with the demo model's one chat template. Its known-answer queries (tuning and test sets) are in
-bif.evaluation.queries.
+bif.lm.queries.
 """
 
 from __future__ import annotations

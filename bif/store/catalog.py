@@ -1,8 +1,10 @@
-"""The runs in a cache: find one by its request (with or without loading the model), list, verify, delete."""
+"""The runs in a cache: find one by its request (with or without loading the model), list, verify, delete; and the
+training files uploaded for them."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bif.core.config import SamplerConfig
+from bif.lm import registry
 from bif.lm.data import DataSpec, Query
 from bif.errors import CacheError, ConfigError, RunBusy, RunNotFound
 from bif.core.files import changed_files, read_json
@@ -156,9 +159,19 @@ def delete_run(key: str, cache_root: str | Path = "cache") -> None:
         shutil.rmtree(d)
 
 
+def save_upload(cache_root: str | Path, content: bytes, name: str) -> Path:
+    """Stores an uploaded training file under its content's hash (the same file uploaded twice is stored once) and
+    with `name`'s suffix (which says its format). Returns its path."""
+    path = Store(cache_root).upload(hashlib.sha256(content).hexdigest()[:16], Path(name).suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(content)
+    return path
+
+
 def _changed_since(source: str, created: float) -> bool:
     """True if a file (or a directory's files) on disk were modified after the run was created."""
-    if source in ("demo", "smollm2"):
+    if registry.is_builtin(source):
         return False
     p = Path(source)
     files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")] if p.is_dir() else (

@@ -31,6 +31,7 @@ from bif.dist import distributed
 from bif.store import grow, ranked
 from bif.core.config import SamplerConfig
 from bif.lm.data import DataSpec, Query, load_texts, scored_indices, tokenize_queries, tokenize_texts
+from bif.lm.registry import DEMO
 from bif.core import integrity
 from bif.errors import CacheError
 from bif.core.examples import Examples, lm_token_loss
@@ -183,7 +184,8 @@ def check_request(model, data, queries, config) -> None:
     """ConfigError when the arguments of compute_run are not the typed objects it takes (a dict, a string...)."""
     from bif.errors import ConfigError
 
-    for value, cls, how in ((model, ModelSpec, "bif.ModelSpec('demo')"), (data, DataSpec, "bif.DataSpec('demo')")):
+    for value, cls, how in ((model, ModelSpec, f"bif.ModelSpec({DEMO!r})"),
+                            (data, DataSpec, f"bif.DataSpec({DEMO!r})")):
         if not isinstance(value, cls):
             raise ConfigError(f"expected a {cls.__name__} (got {type(value).__name__}): use {how}.")
     if isinstance(queries, Query):
