@@ -351,9 +351,9 @@ def test_sidebar_and_job_panel_show_the_same_stage(tiny_run, tiny_lm, tiny_corpu
 
 
 def test_smollm2_gets_its_preset_and_a_cost_said_before_start(tiny_run, monkeypatch):
-    from bif.service import jobs
+    from bif.service import cost
 
-    monkeypatch.setattr(jobs, "has_gpu", lambda: False)
+    monkeypatch.setattr(cost, "has_gpu", lambda: False)
     at = app(tiny_run[0])
     assert at.selectbox(key="preset").value == "demo-cpu"
     at.radio(key="model_choice").set_value("smollm2").run()

@@ -51,8 +51,8 @@ def test_one_torchrun_command_line_for_the_cli_and_the_jobs():
     """bif.dist.launch writes the command line both programs start workers with."""
     from bif.dist.launch import default_procs, worker_command
 
-    assert worker_command(2, ["bif.service.jobs", "D"]) == [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bif.service.jobs",
+    assert worker_command(2, ["bif.service.worker", "D"]) == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bif.service.worker",
         "D"]
     assert worker_command(1, ["bif", "run"]) == [sys.executable, "-m", "bif", "run"], "one process: no torchrun"
     assert default_procs(1) == 1 and 1 <= default_procs(8) <= 4
@@ -187,8 +187,8 @@ def test_torchrun_without_completion_generates_it_once_and_resolves_last_blocks(
 
 
 def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tiny_lm, tiny_corpus, tmp_path):
-    """A new query on a cached run, replayed by a 2-process job (`torchrun ... -m bif.service.jobs DIR`, as the app starts
-    it on CPU): each rank replays one chain; the result equals a single-process replay."""
+    """A new query on a cached run, replayed by a 2-process job (`torchrun ... -m bif.service.worker DIR`, as the app
+    starts it on CPU): each rank replays one chain; the result equals a single-process replay."""
     from bif.service import jobs
 
     model, data, queries, cfg = request(tiny_lm, tiny_corpus)
@@ -202,8 +202,8 @@ def test_replay_job_under_torchrun_spreads_the_chains_and_equals_one_process(tin
     job = jobs.create_job(req, tmp_path / "two")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bif.service.jobs",
-           str(jobs.job_dir(job, tmp_path / "two"))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "bif.service.worker", str(jobs.job_dir(job, tmp_path / "two"))]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     status = jobs.job_status(job, tmp_path / "two")
     assert out.returncode == 0 and status["state"] == "done", out.stdout[-3000:] + out.stderr[-3000:]

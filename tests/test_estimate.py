@@ -3,7 +3,7 @@ a draw priced by the scoring pass at w* until the first one is measured; the pre
 machine's load."""
 
 import bif
-from bif.service import jobs
+from bif.service import cost, jobs
 from bif.store.runs import Clock
 
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
@@ -29,8 +29,8 @@ def test_a_runs_eta_is_measured_and_reaches_zero(tiny_lm, tiny_corpus, tmp_path)
 
 
 def test_pre_start_estimate_scales_with_the_machines_load(monkeypatch):
-    monkeypatch.setattr(jobs.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
-    monkeypatch.setattr(jobs.os, "cpu_count", lambda: 2)
-    assert jobs.load_slowdown(2) == 4.0
-    monkeypatch.setattr(jobs.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert jobs.load_slowdown(2) == 1.0
+    monkeypatch.setattr(cost.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    monkeypatch.setattr(cost.os, "cpu_count", lambda: 2)
+    assert cost.load_slowdown(2) == 4.0
+    monkeypatch.setattr(cost.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert cost.load_slowdown(2) == 1.0

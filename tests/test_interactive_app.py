@@ -10,7 +10,7 @@ import numpy as np
 import bif
 from tests.tiny import job_spec
 from bif.core.trace import open_chain
-from bif.service import jobs
+from bif.service import jobs, worker
 from bif.layout import GROWS_FROM
 from tests.test_app import app, html
 
@@ -79,7 +79,7 @@ def test_sample_more_continues_the_run_with_twice_the_draws(tiny_run, tmp_path, 
     assert request.run.config.to_dict() == {**run.request["config"], "draws": 20} and \
         request.run.to_json()["queries"] == run.request["queries"]
     job_id = jobs.create_job(request, root)  # what the worker does with it, in this process
-    assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
+    assert worker.run_job(jobs.job_dir(job_id, root)) == "done"
     grown = jobs.job_status(job_id, root)["result"]["run_key"]
     assert json.loads((root / "runs" / grown / GROWS_FROM).read_text()) == {"key": run.key, "draws": 10}
     assert jobs.job_status(job_id, root)["progress"]["run_key"] == grown

@@ -12,7 +12,7 @@ import pytest
 import bif
 from tests.tiny import job_spec
 from bif.store import catalog
-from bif.service import jobs
+from bif.service import cost, jobs, worker
 
 QUERY = {"prompt": "User: what is 3 plus 4?\nBot:", "completion": " 7"}
 
@@ -56,7 +56,7 @@ def test_replay_job_adds_a_query_to_a_cached_run(tiny_run, tiny_lm, tiny_corpus,
     req = request(tiny_lm, tiny_corpus, root, queries=[new])
     assert catalog.find_cached(req.run, root) == {"run_key": run.key, "exact": False}
     job_id = jobs.create_job(dataclasses.replace(req, kind="replay", run_key=run.key), root)
-    assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
+    assert worker.run_job(jobs.job_dir(job_id, root)) == "done"
     s = jobs.job_status(job_id, root)
     assert s["result"] == {"run_key": run.key, "query": 1}
     assert catalog.find_cached(req.run, root) == {"run_key": run.key, "query": 1, "exact": True}
@@ -65,7 +65,7 @@ def test_replay_job_adds_a_query_to_a_cached_run(tiny_run, tiny_lm, tiny_corpus,
 def test_cancel_stops_the_job(tiny_lm, tiny_corpus, tmp_path):
     job_id = jobs.create_job(request(tiny_lm, tiny_corpus, tmp_path), tmp_path)
     jobs.cancel_job(job_id, tmp_path)
-    assert jobs.run_job(jobs.job_dir(job_id, tmp_path)) == "cancelled"
+    assert worker.run_job(jobs.job_dir(job_id, tmp_path)) == "cancelled"
     s = jobs.job_status(job_id, tmp_path)
     assert s["state"] == "cancelled" and "Cancelled" in s["message"]
 
@@ -73,7 +73,7 @@ def test_cancel_stops_the_job(tiny_lm, tiny_corpus, tmp_path):
 def test_user_error_is_shown_as_is(tiny_corpus, tmp_path):
     req = request(tmp_path / "no-such-model", tiny_corpus, tmp_path)
     job_id = jobs.create_job(req, tmp_path)
-    assert jobs.run_job(jobs.job_dir(job_id, tmp_path)) == "failed"
+    assert worker.run_job(jobs.job_dir(job_id, tmp_path)) == "failed"
     assert "does not exist" in jobs.job_status(job_id, tmp_path)["message"]
 
 
@@ -83,7 +83,7 @@ def test_internal_error_is_generic(tiny_lm, tiny_corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr(bif.store.runs, "compute", boom)
     job_id = jobs.create_job(request(tiny_lm, tiny_corpus, tmp_path), tmp_path)
-    jobs.run_job(jobs.job_dir(job_id, tmp_path))
+    worker.run_job(jobs.job_dir(job_id, tmp_path))
     s = jobs.job_status(job_id, tmp_path)
     assert s["state"] == "failed" and "Unexpected problem (RuntimeError)" in s["message"]
     assert "secret" not in s["message"] and "log" in s["message"]
@@ -108,12 +108,12 @@ def test_job_ids_cannot_escape_the_jobs_folder(tmp_path):
 
 
 def test_progress_history_stays_small(tmp_path):
-    w = jobs.ProgressWriter(tmp_path)
+    w = worker.ProgressWriter(tmp_path)
     for step in range(1, 2001):
         w({"stage": "sample", "chain": 0, "chains": 1, "step": step, "steps": 2000, "sampling_loss": 1.0,
            "draw": 0, "draws": 10})
     saved = json.loads((tmp_path / "progress.json").read_text())
-    assert len(saved["history"]["0"]) <= jobs.HISTORY_POINTS and saved["step"] == 2000
+    assert len(saved["history"]["0"]) <= worker.HISTORY_POINTS and saved["step"] == 2000
     (tmp_path / "cancel").write_text("")
     with pytest.raises(bif.errors.Cancelled):
         w({"stage": "sample", "chain": 0, "step": 1, "steps": 2, "sampling_loss": 1.0})
@@ -134,26 +134,26 @@ def test_changed_training_file_is_not_reused(tiny_run, tiny_lm, tiny_corpus, tmp
 
 
 def test_cost_estimate_scales_with_the_work(tiny_lm, tiny_corpus, tmp_path):
-    small = jobs.estimate_cost(request(tiny_lm, tiny_corpus, tmp_path), n_train=40, mean_tokens=12)
-    big = jobs.estimate_cost(request(tiny_lm, tiny_corpus, tmp_path, draws=100), n_train=40, mean_tokens=12)
-    replay = jobs.estimate_cost(request(tiny_lm, tiny_corpus, tmp_path, kind="replay", draws=100), 40, 12)
+    small = cost.estimate_cost(request(tiny_lm, tiny_corpus, tmp_path), n_train=40, mean_tokens=12)
+    big = cost.estimate_cost(request(tiny_lm, tiny_corpus, tmp_path, draws=100), n_train=40, mean_tokens=12)
+    replay = cost.estimate_cost(request(tiny_lm, tiny_corpus, tmp_path, kind="replay", draws=100), 40, 12)
     assert 0 < small["seconds"] < big["seconds"] and replay["scoring_s"] < big["scoring_s"]
     assert small["n_scored"] == 40
     demo = job_spec("run", {"name_or_path": "smollm2"}, bif.DataSpec().to_dict(), [QUERY],
                     bif.preset("demo-cpu").to_dict(), tmp_path)
-    assert jobs.estimate_cost(demo, 2000, 60)["seconds"] > 600  # a 135 M model at demo-cpu is slow on a CPU
+    assert cost.estimate_cost(demo, 2000, 60)["seconds"] > 600  # a 135 M model at demo-cpu is slow on a CPU
     assert jobs.format_seconds(30) == "30 s" and jobs.format_seconds(600) == "10 min"
 
 
 def test_cpu_approximation_samples_the_last_blocks_and_costs_less(tiny_lm):
-    from bif.service import jobs
+    from bif.service import cost, jobs, worker
 
     req = job_spec("run", {"name_or_path": "smollm2"}, bif.DataSpec("demo").to_dict(),
                    [{"prompt": "a", "completion": " b"}], bif.preset("smollm2-gpu").to_dict(), "cache")
-    full = jobs.estimate_cost(req, 2000, 40)["seconds"]
-    approx = jobs.cpu_approximation(req, 2000, 40)
+    full = cost.estimate_cost(req, 2000, 40)["seconds"]
+    approx = cost.cpu_approximation(req, 2000, 40)
     assert list(approx["spec"].run.config.param_patterns) == ["model.layers.28.*", "model.layers.29.*"]
     assert approx["seconds"] < full / 3 and "last 2 of 30 blocks" in approx["label"]
     assert approx["spec"].run.config.is_approximate
-    assert jobs.block_layout(bif.ModelSpec(str(tiny_lm))) == ("model.layers", 1)
-    assert jobs.block_layout(bif.ModelSpec("/nowhere")) is None
+    assert cost.block_layout(bif.ModelSpec(str(tiny_lm))) == ("model.layers", 1)
+    assert cost.block_layout(bif.ModelSpec("/nowhere")) is None

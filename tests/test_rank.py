@@ -73,7 +73,7 @@ def test_ranking_needs_stored_draws(tiny_lm, tiny_corpus, tmp_path):
 
 
 def test_influence_page_offers_ranking_and_drops_the_note_once_done(subset_run, tmp_path, monkeypatch):
-    from bif.service import jobs
+    from bif.service import jobs, worker
 
     cache, some, _ = subset_run
     root = tmp_path / "c"
@@ -85,7 +85,7 @@ def test_influence_page_offers_ranking_and_drops_the_note_once_done(subset_run, 
     at.button(key=f"rank-{some.key}").click().run()
     assert started and started[0].kind == "rank" and started[0].run_key == some.key
     job_id = jobs.create_job(started[0], root)
-    assert jobs.run_job(jobs.job_dir(job_id, root)) == "done"
+    assert worker.run_job(jobs.job_dir(job_id, root)) == "done"
     at = app(root, "views/influence.py", run=some.key)
     assert not any("an approximation" in i.value for i in at.info)
     assert any("all 40 training samples" in i.value for i in at.info)
@@ -93,16 +93,16 @@ def test_influence_page_offers_ranking_and_drops_the_note_once_done(subset_run, 
 
 
 def test_a_finished_demo_run_goes_on_to_rank_every_conversation(subset_run, monkeypatch):
-    from bif.service import jobs
+    from bif.service import jobs, worker
 
     cache, some, every = subset_run
     started = []
     monkeypatch.setattr(jobs, "start_job", lambda request, cache_root: started.append(request) or "job-1")
     req = job_spec("run", some.request["model"], {"source": "demo"}, [QUERY.to_dict()],
                    some.request["config"], cache)
-    jobs._rank_afterwards(req, every)  # ranks everything already: nothing to do
-    jobs._rank_afterwards(dataclasses.replace(req, run=dataclasses.replace(req.run, data=bif.DataSpec("mine.txt"))),
+    worker._rank_afterwards(req, every)  # ranks everything already: nothing to do
+    worker._rank_afterwards(dataclasses.replace(req, run=dataclasses.replace(req.run, data=bif.DataSpec("mine.txt"))),
                           some)  # not the demo: on request only
     assert not started
-    jobs._rank_afterwards(req, some)
+    worker._rank_afterwards(req, some)
     assert [(r.kind, r.run_key) for r in started] == [("rank", some.key)]

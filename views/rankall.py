@@ -7,7 +7,7 @@ import streamlit as st
 
 import bif
 from bif.core.draws import open_draws
-from bif.service import jobs, jobspec
+from bif.service import cost, jobs, jobspec
 from bif.store.rank import unranked
 from views import common
 from views.jobview import describe
@@ -17,14 +17,6 @@ def rank_job(run: bif.Run) -> dict | None:
     """The active job ranking this run's other training texts, if any."""
     return next((j for j in jobs.list_jobs(common.cache_root(), active_only=True)
                  if j["spec"] and j["spec"].kind == "rank" and j["spec"].run_key == run.key), None)
-
-
-def rank_estimate_s(run: bif.Run, rows: int) -> float:
-    """Seconds to score `rows` texts at every stored draw: the run's own scoring speed (its losses at w* took one
-    forward pass per ranked text) is not recorded, so this uses the cost model of bif.service.jobs."""
-    spec = jobspec.rank_job_spec(run, common.cache_root())
-    t_fwd = jobs.FORWARD_A + jobs.FORWARD_B * jobs.model_params(spec.run.model) * spec.run.data.max_length / 2
-    return jobs.WORKER_START_S + run.config.chains * run.config.draws * rows * t_fwd / jobs.default_procs(spec)
 
 
 @common.callback
@@ -41,12 +33,12 @@ def rank_box(run: bif.Run) -> None:
     if job is not None:
         st.fragment(_progress, run_every=2.0)(job["id"])
         return
-    n = run.request.get("n_train", "?")
+    n, root = run.request.get("n_train", "?"), common.cache_root()
     st.button(f"Rank all {n} training texts ({rest} more)", key=f"rank-{run.key}", on_click=_start, args=(run,),
               icon=":material/format_list_numbered:",
               help="Scores the training texts this run did not rank at its stored draws (no sampling), in the "
-                   f"background, about {jobs.format_seconds(rank_estimate_s(run, rest))}. The rankings then cover "
-                   "the whole training set and the approximation note goes.")
+                   f"background, about {jobs.format_seconds(cost.rank_seconds(run, rest, root))}. The rankings then "
+                   "cover the whole training set and the approximation note goes.")
 
 
 @common.guarded

@@ -11,7 +11,7 @@ import bif
 from bif.layout import model_config
 from bif.lm import registry
 from bif.lm.data import scored_indices, source_mtime
-from bif.service import jobs, jobspec
+from bif.service import cost, jobs, jobspec
 from bif.store import catalog
 from bif.store.request import RunRequest
 from views import common, jobview, runform, trust
@@ -25,7 +25,7 @@ DATA = {**{d.name: d.label for d in registry.DATA.values()}, "upload": "Upload a
 @st.cache_data(show_spinner="Reading the training data…", max_entries=16)
 def data_summary(source: str, mtime: float) -> tuple[int, float]:
     """(number of texts, rough tokens per text) of a training source."""
-    return jobs.training_size(bif.load_texts(source))
+    return cost.training_size(bif.load_texts(source))
 
 
 @st.cache_resource(show_spinner="Loading the model (on first use the demo model is trained and SmolLM2 converted: "
@@ -206,16 +206,16 @@ def start_section(model, data, query, preset, config) -> None:
                 "(the training set is not re-scored).")
     src, mtime = data.source, source_mtime(data.source)
     n_train, tokens = data_summary(src, mtime)
-    cost = jobs.estimate_cost(spec, n_train, tokens)
+    estimate = cost.estimate_cost(spec, n_train, tokens)
     ranked = len(cached_run_ids(cached["run_key"])) if spec.kind == "replay" else \
         ranked_count(src, mtime, data.to_dict(), query.to_dict())
     built_in = registry.model(model.name_or_path)
     extra = f" + {built_in.first_use}" if built_in and built_in.first_use and not built_in.built(root, model.seed) \
         else ""
-    st.markdown(f"**Estimated time: about {jobs.format_seconds(cost['seconds'])}**{extra} "
-                f"({n_train} training texts, {ranked} ranked, {cost['steps']} SGLD steps, "
-                f"{cost['draws']} draws in all).", help=cost["note"])
-    runform.cost_here(spec, n_train, tokens, cost["seconds"])
+    st.markdown(f"**Estimated time: about {jobs.format_seconds(estimate['seconds'])}**{extra} "
+                f"({n_train} training texts, {ranked} ranked, {estimate['steps']} SGLD steps, "
+                f"{estimate['draws']} draws in all).", help=estimate["note"])
+    runform.cost_here(spec, n_train, tokens, estimate["seconds"])
     trust.before_start(spec.run.config)
     label = "Add this query by replay" if spec.kind == "replay" else "Start the run"
     st.button(label, type="primary", key="start", on_click=start, args=(spec, root))

@@ -10,7 +10,7 @@ import streamlit as st
 import bif
 from bif.core.config import DTYPES, MEASURED, PRECONDITIONERS, TRACE_DTYPES
 from bif.lm import registry
-from bif.service import jobs, jobspec
+from bif.service import cost, jobs, jobspec
 from views import common
 
 CHOICES = {"preconditioner": PRECONDITIONERS, "score_dtype": DTYPES, "trace_dtype": TRACE_DTYPES}
@@ -136,13 +136,13 @@ def use_approximation(settings: dict) -> None:
 
 def cost_here(spec: jobspec.JobSpec, n_train: int, tokens: float, seconds: float) -> None:
     """Too slow for this machine: say so, where it belongs (a GPU), and what approximation fits here."""
-    if seconds <= jobs.CPU_BUDGET_S or jobs.has_gpu():
+    if seconds <= cost.CPU_BUDGET_S or cost.has_gpu():
         return
-    approx = jobs.cpu_approximation(spec, n_train, tokens)
+    approx = cost.cpu_approximation(spec, n_train, tokens)
     text = (f"On this machine (CPU only, no GPU) this run takes about **{jobs.format_seconds(seconds)}**. A GPU is "
             "the place for it (`python -m bif run` there, then open the run here).")
     if approx and approx["seconds"] < seconds:
-        text += (f" {'Affordable' if approx['seconds'] <= jobs.CPU_BUDGET_S else 'Cheaper'} here: the **CPU "
+        text += (f" {'Affordable' if approx['seconds'] <= cost.CPU_BUDGET_S else 'Cheaper'} here: the **CPU "
                  f"approximation** ({approx['label']}), about "
                  f"**{jobs.format_seconds(approx['seconds'])}**. It is an approximation and its results say so.")
     st.warning(text, icon=":material/timer:")
