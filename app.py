@@ -12,7 +12,7 @@ for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("
 
 import streamlit as st  # noqa: E402
 
-from views import common, sidebar  # noqa: E402
+from views import common, nav, sidebar  # noqa: E402
 
 st.set_page_config(page_title="BIF Explorer", page_icon=":material/search:", layout="wide")
 
@@ -28,6 +28,6 @@ PAGES = [
 
 common.view()  # read the URL into the view on the session's first run
 page = st.navigation(PAGES)
-common.follow_goto()
+nav.follow_goto()
 common.guarded(page.run)()
 common.guarded(sidebar.sidebar)()

@@ -1,4 +1,5 @@
-"""Streamlit glue shared by the pages: cache root, opened runs and cached views, the shared view state, errors.
+"""Streamlit glue shared by the pages: cache root, opened runs and cached views, the shared view state, errors
+(views/nav.py: moving between pages).
 
 The view (run key, query, token, sample, job) lives in st.session_state["view"] and is mirrored into the URL
 (st.query_params) so that a copied link reopens the same view. This module is not a page.
@@ -7,23 +8,27 @@ The view (run key, query, token, sample, job) lives in st.session_state["view"] 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
 
 import bif
 from bif.core import influence
-from bif.layout import RunFiles, Store
+from bif.core.files import read_json
+from bif.errors import as_bif_error, user_message
+from bif.layout import Store
+from bif.render import visible
 from bif.service import jobs
 from bif.store import catalog
 
 log = logging.getLogger("bif.app")
 VIEW_KEYS = ("run", "q", "token", "span", "sample", "job", "by", "k", "q2", "run2")
 INT_KEYS = ("q", "token", "sample", "k", "q2")
+FLASH_ERROR = "flash_error"  # session key: a callback's error, shown by views.nav.follow_goto on the next run
 
 
 def cache_root() -> Path:
@@ -47,7 +52,6 @@ def view() -> dict:
         v["q"] = v["q"] or 0
         v["span"] = parse_span(v["span"])
         v["by"] = "one" if v["by"] == "one" else None  # colour the completion by one sample (else: all)
-
         try:
             v["job"] and jobs.job_dir(v["job"], cache_root())
         except ValueError:
@@ -96,8 +100,6 @@ def to_url(**values) -> None:
 
 def share_link(**values) -> str:
     """The page's URL with these values in its query string (just the query string when the host is unknown)."""
-    from urllib.parse import urlencode
-
     query = urlencode({k: v for k, v in values.items() if v is not None})
     base = getattr(st.context, "url", None) or ""
     return f"{base}?{query}"
@@ -109,13 +111,6 @@ def share_link(**values) -> str:
 def store() -> Store:
     """The cache (bif.layout.Store) at cache_root()."""
     return Store(cache_root())
-
-
-def run_signature(d: Path) -> str:
-    """Changes when a run is completed, gains a query set or ranks its other training texts (so the cached Run
-    object is refreshed)."""
-    marks = RunFiles(Path(d)).markers()
-    return ";".join(f"{m.parent.name}:{m.stat().st_mtime_ns}" for m in marks if m.exists())
 
 
 @st.cache_resource(max_entries=6, show_spinner="Opening the run…")
@@ -130,7 +125,7 @@ def open_run(key: str) -> bif.Run:
     if not files.request.exists():
         raise bif.BIFError(f"Run {key} in {cache_root()} failed before it started (it has no inputs). Delete it on "
                            "the Runs page, and start it again on the Run page.")
-    return _open_run(str(d), run_signature(d))
+    return _open_run(str(d), catalog.run_signature(d))
 
 
 def current_run() -> tuple[bif.Run, int] | None:
@@ -152,7 +147,7 @@ def run_id(run: bif.Run) -> str:
     """The key of a run's cached views: changes when it completes, gains a query set or (while provisional,
     bif.store.partial) gains draws."""
     partial = f"|partial {run.partial.chains} {run.partial.draws}" if run.partial else ""
-    return f"{run.dir}|{run_signature(run.dir)}{partial}"
+    return f"{run.dir}|{catalog.run_signature(run.dir)}{partial}"
 
 
 def positions(sel: tuple[int, int] | None):
@@ -212,12 +207,6 @@ def query_fit(_run: bif.Run, rid: str, q: int):
     return fit(trace, row)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def diagnosis(_run: bif.Run, rid: str) -> bif.Diagnosis:
-    trace, _ = _run.trace(0)
-    return bif.diagnose(trace, _run.config.nbeta, _run.config.burn_in)
-
-
 def run_request(key: str) -> dict | None:
     """A run's request (what was asked, as stored with it), or None (also for anything that is not a run key)."""
     if not catalog.is_run_key(key):
@@ -227,10 +216,7 @@ def run_request(key: str) -> dict | None:
 
 @st.cache_data(ttl=5, show_spinner=False)
 def _read_request(path: str) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(Path(path))
 
 
 def short(text: str, n: int, tail: bool = False) -> str:
@@ -238,8 +224,6 @@ def short(text: str, n: int, tail: bool = False) -> str:
 
     tail=True keeps the end (for prompts, whose last words matter most); the cut never leaves a trailing space.
     """
-    from bif.render import visible
-
     one = " ".join(visible(text).split())
     if len(one) <= n:
         return one
@@ -283,8 +267,6 @@ def explain(text: str) -> None:
 def show_error(e: BaseException) -> None:
     """Any error as one message that says what to do (bif.errors.user_message); unexpected ones are logged with
     their traceback, never shown."""
-    from bif.errors import as_bif_error, user_message
-
     if as_bif_error(e) is None:
         log.error("unexpected error in the app", exc_info=e)
     st.error(user_message(e, log="the server log"), icon=":material/error:")
@@ -311,21 +293,7 @@ def callback(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
-            st.session_state["flash_error"] = e
+            st.session_state[FLASH_ERROR] = e
     return wrapper
 
 
-@callback
-def go(page: str, **changes) -> None:
-    """Callback: change the view, then switch to `page` (app.py does the switch at the start of the next run)."""
-    set_view(**changes)
-    st.session_state["goto"] = page
-
-
-def follow_goto() -> None:
-    """Called by app.py after routing: switch page if a callback asked for it; show a callback's error."""
-    goto = st.session_state.pop("goto", None)
-    if goto:
-        st.switch_page(goto)
-    if "flash_error" in st.session_state:
-        show_error(st.session_state.pop("flash_error"))

@@ -6,6 +6,7 @@ import math
 
 import streamlit as st
 
+import bif
 from bif import export, render
 from bif.core import diagnostics
 from views import common, exports, trust
@@ -56,6 +57,12 @@ def checks(d) -> None:
                "(batch means, docs/method.md §4) are then wide, as they should be.")
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def diagnosis(_run: bif.Run, rid: str) -> bif.Diagnosis:
+    trace, _ = _run.trace(0)
+    return bif.diagnose(trace, _run.config.nbeta, _run.config.burn_in)
+
+
 @common.guarded
 def main() -> None:
     st.title("Diagnostics: can these scores be trusted?")
@@ -65,7 +72,7 @@ def main() -> None:
         return
     run, _ = current
     cfg = run.config
-    d = common.diagnosis(run, common.run_id(run))
+    d = diagnosis(run, common.run_id(run))
     box = st.success if d.verdict == "ok" else st.error if d.verdict == "left basin" else st.warning
     box(f"**{VERDICTS.get(d.verdict, d.verdict)}.** {d.advice}", icon=ICONS.get(d.verdict))
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from bif.service import jobs
 from bif import render
-from views import common
+from views import common, nav
 from views.ui.html import md_escape
 
 STAGES = {"start": "Starting the worker (Python, torch)", "load": "Loading the model",
@@ -117,7 +117,7 @@ def _body(job_id: str, was_active: bool) -> None:
             r = s["result"]
             st.success("Finished. The run is now the current run (sidebar): see the Influence and Diagnostics pages.")
             st.button("Open the influence view →", key=f"open-{job_id}", type="primary", icon=":material/target:",
-                      on_click=common.go, args=("views/influence.py",),
+                      on_click=nav.go, args=("views/influence.py",),
                       kwargs={"run": r["run_key"], "q": r["query"], "token": None, "sample": None})
         elif s["state"] == "cancelled":
             st.warning("Cancelled. Finished chains were kept; starting the same run again resumes from them.")

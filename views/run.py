@@ -14,7 +14,7 @@ from bif.lm.data import scored_indices, source_mtime
 from bif.service import cost, jobs, jobspec
 from bif.store import catalog
 from bif.store.request import RunRequest
-from views import common, jobview, runform, trust
+from views import common, jobview, nav, runform, trust
 from views.runform import KEEP
 from views.ui.html import md_escape
 
@@ -195,7 +195,7 @@ def start_section(model, data, query, preset, config) -> None:
         return
     if cached and cached["exact"]:
         st.success("This exact run is already in the cache: it opens at once.")
-        st.button("Open the cached run", type="primary", key="open_cached", on_click=common.go,
+        st.button("Open the cached run", type="primary", key="open_cached", on_click=nav.go,
                   args=("views/influence.py",), kwargs={"run": cached["run_key"], "q": cached["query"], "token": None,
                                                         "sample": None, "job": None})
         return

@@ -10,7 +10,7 @@ import streamlit as st
 import bif
 from bif.service import jobs
 from views.ui.html import md_escape
-from views import common, jobview
+from views import common, jobview, nav
 
 EXPLAIN = """
 Every finished run is kept in the cache (`BIF_CACHE`, default `./cache`), keyed by the model's files, the training
@@ -70,7 +70,7 @@ def runs_section(root) -> None:
                        key="runs-pick", help="Pick a run to open or delete.")
     complete = next(r["complete"] for r in runs if r["key"] == key)
     c1, c2, _ = st.columns([1, 1, 4])
-    c1.button("Open", type="primary", disabled=not complete, key="runs-open", on_click=common.go,
+    c1.button("Open", type="primary", disabled=not complete, key="runs-open", on_click=nav.go,
               args=("views/influence.py",), kwargs={"run": key, "q": 0, "token": None, "sample": None},
               help="Make it the current run and show its influence view." if complete else
               "Only finished runs can be opened. Start the same run again on the Run page to resume it.")
@@ -94,7 +94,7 @@ def jobs_section(root) -> None:
         if j["state"] in jobs.ACTIVE:
             c2.button("Cancel", key=f"jobs-cancel-{j['id']}", on_click=jobs.cancel_job, args=(j["id"], root))
         elif j["state"] == "done" and j["result"]:
-            c2.button("Open", key=f"jobs-open-{j['id']}", on_click=common.go, args=("views/influence.py",),
+            c2.button("Open", key=f"jobs-open-{j['id']}", on_click=nav.go, args=("views/influence.py",),
                       kwargs={"run": j["result"]["run_key"], "q": j["result"]["query"], "token": None, "sample": None})
 
 

@@ -159,6 +159,13 @@ def delete_run(key: str, cache_root: str | Path = "cache") -> None:
         shutil.rmtree(d)
 
 
+def run_signature(d: str | Path) -> str:
+    """A string that changes when a run is completed, gains a query set or ranks its other training texts (a key for
+    caching an opened run)."""
+    marks = RunFiles(Path(d)).markers()
+    return ";".join(f"{m.parent.name}:{m.stat().st_mtime_ns}" for m in marks if m.exists())
+
+
 def save_upload(cache_root: str | Path, content: bytes, name: str) -> Path:
     """Stores an uploaded training file under its content's hash (the same file uploaded twice is stored once) and
     with `name`'s suffix (which says its format). Returns its path."""
