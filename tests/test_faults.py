@@ -138,16 +138,16 @@ def test_kill_while_adding_a_query_resumes_to_the_same_scores(reference, tiny_lm
 
 
 def test_kill_under_the_cli_says_that_rerunning_resumes():
-    from bif.cli import _worker_failure
+    from bif.cli.workers import worker_failure
 
     dump = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
             "============================================================\nbif FAILED\n"
             "Root Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n"
             "  exitcode  : -9 (pid: 4242)\n  error_file: <N/A>\n  traceback : Signal 9 (SIGKILL) received by PID 4242\n")
-    line = _worker_failure(dump, 2)
+    line = worker_failure(dump, 2)
     assert "\n" not in line and "killed (SIGKILL" in line and "run the same command again to resume" in line
     assert "ChildFailedError" not in line
-    other = _worker_failure("Traceback ...\nRuntimeError: boom\n", 2)
+    other = worker_failure("Traceback ...\nRuntimeError: boom\n", 2)
     assert "RuntimeError: boom" in other and "resume" in other
 
 

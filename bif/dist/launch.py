@@ -1,6 +1,6 @@
 """How many worker processes share a run, and the torchrun command line that starts them.
 
-The one owner of both for the programs that start workers: `python -m bif run --procs` (bif.cli) and the app's
+The one owner of both for the programs that start workers: `python -m bif run --procs` (bif.cli.workers) and the app's
 background jobs (bif.service.jobs). Under torchrun each worker joins the process group
 (bif.dist.distributed).
 """
