@@ -17,6 +17,7 @@ from bif.store.request import RunRequest
 from bif.core.examples import score_batches
 from bif.dist import distributed
 from bif.store import runs
+from bif.store.chains import merge_chains, sample_chains
 from bif.dist.distributed import Dist, ReplicaMismatch, make_plan
 from bif.errors import ConfigError
 from bif.core.trace import ChainWriter, open_chain
@@ -92,7 +93,7 @@ def _prepared(tiny_lm, tiny_corpus, cache, **cfg):
     observed = {"train": prep.scored, "query": prep.queries}
     init = distributed.score_at_w_star(Dist(), prep.loaded.model, bif.lm_token_loss, observed, cfg.score_batch_size,
                                        "cpu", run_dir)
-    runs._write_inputs(run_dir, prep, init)
+    runs.write_inputs(run_dir, prep, init)
     return prep, cfg, run_dir
 
 
@@ -103,16 +104,16 @@ def test_shards_of_two_ranks_merge_into_the_single_process_trace_and_resume_per_
     prep, cfg, run_dir = _prepared(tiny_lm, tiny_corpus, tmp_path / "dist", trace_dtype=trace_dtype)
     plan = make_plan(cfg.chains, 2, groups=1)
     events = []
-    runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
-                        events.append)
+    sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
+                  events.append)
     parts = sorted(p.name for p in (run_dir / "parts").iterdir())
     assert parts == ["chain_000.shard-0-of-2.safetensors", "chain_001.shard-0-of-2.safetensors"]
     events.clear()
-    runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
-                        events.append)
+    sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=0, world=2), plan, "cpu",
+                  events.append)
     assert events == [], "finished shards are not recomputed"
-    runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=1, world=2), plan, "cpu", None)
-    runs._merge_chains(run_dir, prep, cfg, Dist(rank=0, world=2), plan, "cpu")
+    sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=1, world=2), plan, "cpu", None)
+    merge_chains(run_dir, prep, cfg, Dist(rank=0, world=2), plan, "cpu")
     assert not list((run_dir / "parts").iterdir()), "shards are removed once merged"
     single = bif.compute_run(*request(tiny_lm, tiny_corpus, trace_dtype=trace_dtype), cache_root=tmp_path / "single")
     assert single.key == run_dir.name
@@ -127,8 +128,8 @@ def test_shards_from_different_trajectories_are_refused(tiny_lm, tiny_corpus, tm
     prep, cfg, run_dir = _prepared(tiny_lm, tiny_corpus, tmp_path)
     plan = make_plan(cfg.chains, 2, groups=1)
     for rank in (0, 1):
-        runs._sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=rank, world=2), plan, "cpu",
-                            None)
+        sample_chains(run_dir, prep, cfg, bif.core.scale.ScaleOptions(), Dist(rank=rank, world=2), plan, "cpu",
+                      None)
     path = distributed.part_path(run_dir, 0, 1, 2)
     t = {k: np.array(v) for k, v in open_chain(path).items()}
     t["checksum"][3] *= 1.001  # as if rank 1 had drifted off rank 0's trajectory
@@ -141,7 +142,7 @@ def test_shards_from_different_trajectories_are_refused(tiny_lm, tiny_corpus, tm
         w.put(k, t[k])
     w.finish(t["sampling_loss"], 0.0)
     with pytest.raises(ReplicaMismatch, match="weight checksum"):
-        runs._merge_chains(run_dir, prep, cfg, Dist(rank=0, world=2), plan, "cpu")
+        merge_chains(run_dir, prep, cfg, Dist(rank=0, world=2), plan, "cpu")
 
 
 def test_torchrun_two_processes_give_the_single_process_trace(tiny_lm, tiny_corpus, tmp_path):

@@ -4,7 +4,7 @@ machine's load."""
 
 import bif
 from bif.service import cost, jobs
-from bif.store.runs import Clock
+from bif.store.chains import Clock
 
 QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
 

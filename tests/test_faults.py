@@ -208,7 +208,7 @@ def test_a_file_damaged_after_it_was_written_and_before_sealing_is_recomputed(re
                                                                               tmp_path, monkeypatch):
     from bif.store import runs
 
-    original, calls = runs._sample_chains, []
+    original, calls = runs.sample_chains, []
 
     def sample_then_damage(run_dir, *a, **k):  # as if the disk flipped a bit in chain 0 while chain 1 ran
         original(run_dir, *a, **k)
@@ -216,7 +216,7 @@ def test_a_file_damaged_after_it_was_written_and_before_sealing_is_recomputed(re
         if len(calls) == 1:
             damage(run_dir / "chain_000.safetensors", "flip-data")
 
-    monkeypatch.setattr(runs, "_sample_chains", sample_then_damage)
+    monkeypatch.setattr(runs, "sample_chains", sample_then_damage)
     same(compute(tiny_lm, tiny_corpus, tmp_path), reference[0])
     assert len(calls) == 2, "the damaged chain was computed again before sealing"
 

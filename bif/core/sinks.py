@@ -3,7 +3,7 @@
 A sink has `on_draw(draw: Draw)`, called under no_grad while the model holds the sampled weights; a plain callable
 is a sink too and gets the draw's index. The sinks of the library: `InMemory` (per-position losses of observed
 sets, held in memory: `bif.sample`), `ToChainFile` (the same losses written draw by draw to a chain file or, with
-`batches`, to one process's shard of it: bif.store.runs, bif.dist), and bif.core.draws.DrawWriter (the sampled
+`batches`, to one process's shard of it: bif.store.chains, bif.dist), and bif.core.draws.DrawWriter (the sampled
 parameters themselves). Scoring uses `bif.core.examples.score_examples` / `score_batches`, so every sink computes
 the same numbers in the same order.
 """

@@ -20,7 +20,7 @@ from bif.core.files import changed_files, read_json
 from bif.layout import RunFiles, Store
 from bif.lm.models import ModelSpec
 from bif.store.request import RunRequest
-from bif.store.runs import prepare
+from bif.store.prepare import prepare
 from bif.core.scale import ScaleOptions
 
 
@@ -84,7 +84,7 @@ def verify_run(key: str, cache_root: str | Path = "cache") -> list[str]:
     return bad
 
 
-KEY_RE = re.compile(r"[0-9a-f]{16}")  # a run key: bif.store.runs._hash, 16 hex digits
+KEY_RE = re.compile(r"[0-9a-f]{16}")  # a run key: bif.store.request.RunRequest.key, 16 hex digits
 
 
 def is_run_key(key) -> bool:

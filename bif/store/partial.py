@@ -23,7 +23,7 @@ from bif.errors import CacheError
 from bif.layout import RunFiles
 from bif.lm.data import Query
 from bif.store.grow import recorded_prefix
-from bif.store.runs import Partial, QuerySet, Run
+from bif.store.opened import Partial, QuerySet, Run
 
 MIN_DRAWS = 4  # per chain: fewer give no usable error bars
 MIN_CHAINS = 2  # the stability check (two halves of the chains) and the error bars need two

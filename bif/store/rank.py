@@ -46,7 +46,7 @@ def rank_all(run, cache_root: str | Path = "cache", progress: Progress | None = 
     """
     from bif.lm.models import ModelSpec, load_model
     from bif.store.replay import _training_set
-    from bif.store.runs import open_run
+    from bif.store.opened import open_run
 
     config = run.config
     if open_draws(run.dir, config.chains) is None:

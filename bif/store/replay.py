@@ -25,7 +25,8 @@ from bif.core import integrity
 from bif.core.files import read_json, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
 from bif.store.request import digest
-from bif.store.runs import Run, _overall, open_run
+from bif.store.chains import overall_progress
+from bif.store.opened import Run, open_run
 from bif.core.sampler import Progress, resolve_device, sample_chain
 from bif.core.scale import ScaleOptions, apply_weights_dtype
 from bif.core.trace import ChainTrace, save_chain
@@ -111,7 +112,7 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
                     _draws_chain(run, loaded.model, qex, c, path, device, progress, pos, len(mine))
                 else:
                     _replay_chain(run, loaded.model, train_all, qex, c, path, device, scale, tolerance,
-                                  _overall(progress, c, config, pos, len(mine)))
+                                  overall_progress(progress, c, config, pos, len(mine)))
         except BIFError as e:  # every rank must learn of it, or the others wait at the barrier forever
             failure = e
         if not dist.all_ok(failure is None):
