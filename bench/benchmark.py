@@ -105,7 +105,7 @@ def mixing_scan(base: str, cache_root: str, n_scored: int = 142) -> list[dict]:
     from bif.core import influence
     from bif.core.config import preset
     from bif.core.diagnostics import diagnose
-    from bif.core.trace import chain_seconds
+    from bif.core.chainreader import chain_seconds
     from bif.lm.queries import TUNING_PARAPHRASES, paraphrase_queries
     from bif.lm.data import DataSpec
     from bif.lm.models import ModelSpec

@@ -105,7 +105,7 @@ def bench_model_dir(out: Path, size: str = "xs") -> Path:
 
 def processes(quick: bool) -> dict:
     from bif.store.runs import open_run
-    from bif.core.trace import chain_seconds
+    from bif.core.chainreader import chain_seconds
     from bif.layout import RunFiles, Store
 
     rows = []

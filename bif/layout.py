@@ -78,7 +78,7 @@ class Sealed:
         return self.dir / chain_name(c)
 
     def chain_partial(self, c: int) -> Path:
-        """Chain `c`'s file while it is written (bif.core.trace.ChainWriter renames it to `chain(c)`)."""
+        """Chain `c`'s file while it is written (bif.core.chainwriter.ChainWriter renames it to `chain(c)`)."""
         return self.chain(c).with_suffix(PARTIAL)
 
     def chains(self, n: int) -> list[Path]:

@@ -88,14 +88,14 @@ def test_kill_during_a_chain_resumes_to_the_same_run(reference, tiny_lm, tiny_co
 @pytest.mark.parametrize("point", ["before sealing", "renaming a chain file into place", "writing stored draws",
                                    "writing the inputs"])
 def test_kill_at_other_points_resumes_to_the_same_run(reference, tiny_lm, tiny_corpus, tmp_path, point):
-    from bif.core import draws, trace
+    from bif.core import chainwriter, draws
     from bif.store import runs
 
     def hook(kill):
         if point == "before sealing":
             runs.seal = lambda *a, **k: kill()
         elif point == "renaming a chain file into place":  # the data is written, the rename never happens
-            trace.close_into_place = lambda *a, **k: kill()
+            chainwriter.close_into_place = lambda *a, **k: kill()
         elif point == "writing stored draws":
             original = draws.DrawWriter.write
 

@@ -21,7 +21,9 @@ from bif.core.examples import Examples, LossFn, score_examples
 from bif.core.files import read_json, write_json
 from bif.core.sampler import Progress, resolve_device, run_chain
 from bif.core.sinks import ToChainFile
-from bif.core.trace import ChainStack, ChainWriter, LossTrace, open_chain
+from bif.core.chainreader import ChainStack, open_chain
+from bif.core.chainwriter import ChainWriter
+from bif.core.trace import LossTrace
 from bif.layout import TraceFiles
 
 BLOCK_BYTES = 1 << 25  # bytes of stored losses read per block (32 MiB)

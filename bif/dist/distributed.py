@@ -34,7 +34,8 @@ from filelock import FileLock
 from bif.errors import BIFError, CacheError, ConfigError
 from bif.core.examples import Examples, LossFn, score_batches, scoring_batches
 from bif.core import integrity
-from bif.core.trace import ChainWriter, chain_seconds, open_chain, read_draws
+from bif.core.chainreader import chain_seconds, open_chain, read_draws
+from bif.core.chainwriter import ChainWriter
 from bif.layout import RunFiles
 
 log = logging.getLogger("bif")

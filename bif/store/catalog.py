@@ -61,7 +61,7 @@ def list_runs(cache_root: str | Path = "cache") -> list[dict]:
 def _verdict(run_dir: Path, config: dict, chains: int) -> str | None:
     """The diagnostics verdict of a finished run from its sampling losses alone (read lazily; cheap)."""
     from bif.core.diagnostics import loss_verdict
-    from bif.core.trace import open_chain
+    from bif.core.chainreader import open_chain
 
     try:
         losses = np.stack([np.asarray(open_chain(p)["sampling_loss"]) for p in RunFiles(run_dir).chains(chains)])

@@ -21,7 +21,7 @@ from bif.core.examples import lm_token_loss
 from bif.core.sampler import Progress, run_chain, select_parameters
 from bif.core.scale import ScaleOptions, out_of_memory_error
 from bif.core.sinks import ToChainFile
-from bif.core.trace import ChainWriter
+from bif.core.chainwriter import ChainWriter
 from bif.dist import distributed
 from bif.layout import RunFiles
 from bif.store import grow

@@ -20,7 +20,8 @@ import numpy as np
 from bif.core.chainstate import ChainState, load_state
 from bif.core.draws import ChainDraws, DrawWriter
 from bif.core.files import changed_files, read_json, write_json
-from bif.core.trace import ChainWriter, open_chain
+from bif.core.chainreader import open_chain
+from bif.core.chainwriter import ChainWriter
 from bif.errors import CacheError
 from bif.layout import RunFiles, Store, state_name
 from bif.store.request import digest
@@ -106,7 +107,7 @@ def growth_estimate_s(run_dir: Path, draws: int, processes: int = 1) -> float:
     Each chain's recorded seconds over its steps give its speed (SGLD steps and the scoring of its draws alike);
     the new steps are (draws − the run's draws) × steps_between per chain; chains run `processes` at a time.
     """
-    from bif.core.trace import chain_seconds
+    from bif.core.chainreader import chain_seconds
 
     files = RunFiles(Path(run_dir))
     cfg = (read_json(files.request) or {}).get("config") or {}

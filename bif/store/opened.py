@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from bif.core import integrity
 from bif.core.config import SamplerConfig
 from bif.core.files import changed_files
-from bif.core.trace import ChainStack, LossTrace, chain_seconds, load_chain, open_chain
+from bif.core.chainreader import ChainStack, chain_seconds, open_chain
+from bif.core.trace import LossTrace, load_chain
 from bif.errors import CacheError
 from bif.layout import QueryFiles, RunFiles
 from bif.lm.data import Query

@@ -2,7 +2,7 @@
 
 A computing run's folder holds its inputs (request, examples, texts, losses at w*; written before sampling) and
 one chain file per chain: finished (`chain_XXX.safetensors`) or growing (`chain_XXX.partial`, whose `written`
-counter is bumped after each draw's data: bif.core.trace.ChainWriter.commit). `open_partial` reads each chain's
+counter is bumped after each draw's data: bif.core.chainwriter.ChainWriter.commit). `open_partial` reads each chain's
 counter first and then only the draws below it, so it never sees a torn draw, and takes the chains and the
 number of draws that give the most draws in all (the same number from each chain: the estimators pool
 (C, D) draws). On a finished run it gives exactly the finished run's traces (tests/test_partial.py).
@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.torch import load_file
 
 from bif.core.config import SamplerConfig
-from bif.core.trace import open_chain, written_draws
+from bif.core.chainreader import open_chain, written_draws
 from bif.errors import CacheError
 from bif.layout import RunFiles
 from bif.lm.data import Query
