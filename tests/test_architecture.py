@@ -16,7 +16,7 @@ STORE_NAMES = re.compile(r"^(COMPLETE|VERIFIED|request\.json|texts\.json|init\.s
 BUILTIN_NAMES = {"demo", "smollm2"}  # bif.lm.registry's names (tests/test_builtin.py checks they are all of them)
 MAX_LINES = 300
 # modules still above the limit when this test was written (about 320-490 lines): to be split, not to grow much
-LONG = {"bif.layout", "bench.scale_bench"}
+LONG = {"bench.scale_bench"}
 
 
 def modules() -> dict[str, Path]:
@@ -101,10 +101,10 @@ def test_imports_go_down_the_layers():
     assert up == []
 
 
-def test_the_store_file_names_are_spelled_only_in_the_layout_module():
+def test_the_store_file_names_are_spelled_only_in_the_layout_package():
     spelled = []
     for name, path in modules().items():
-        if name == "bif.layout":
+        if name == "bif.layout" or name.startswith("bif.layout."):  # bif/layout/: names, runfiles, cacheroot
             continue
         tree = ast.parse(path.read_text())
         docstrings = {id(n.body[0].value) for n in ast.walk(tree)
