@@ -100,8 +100,8 @@ def test_memory_estimate_scales_with_the_options():
 def test_benchmark_shapes_have_the_published_models_parameter_counts(shape, params):
     """scale_bench times random-weight models of these shapes in place of the real ones: same size, same compute.
     (SmolLM2-135M-Instruct's converted safetensors hold 134,515,008 numbers; Llama-3.2-1B/3B: 1.24 B / 3.21 B.)"""
-    from bench import scale_bench
+    from bench import randomlm
 
     with torch.device("meta"):  # no memory: shapes only
-        model = scale_bench.random_llama(shape)
+        model = randomlm.random_llama(shape)
     assert sum(p.numel() for p in model.parameters()) == params

@@ -97,7 +97,7 @@ BUDGET_SCRIPT = textwrap.dedent("""
     from bif import SamplerConfig
     from bif.core import stream
     from bif.core.scale import peak_resident_bytes
-    from bench.scale_bench import synthetic_problem
+    from bench.scale_samples import synthetic_problem
 
     ex, model, loss_fn = synthetic_problem(60000, 16)
     cfg = SamplerConfig(step_size=1e-4, nbeta=10.0, gamma=100.0, chains=2, draws=40, burn_in=0, steps_between=1,
