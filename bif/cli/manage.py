@@ -47,7 +47,11 @@ def cmd_verify(args) -> int:
     return 1 if corrupt else 0
 
 
-def cmd_bench(args) -> None:
+def cmd_bench(args) -> int | None:
+    if args.peer:  # the authors' code side by side (bench/peer.py; devinterp is optional, never a requirement)
+        from bench.peer import main as peer_main
+
+        return peer_main(args)
     if args.interactive:
         from bench.interactive import main as interactive_main
 

@@ -39,8 +39,9 @@ def cmd_run(args) -> int | None:
 
         logging.basicConfig(format="%(message)s")
         logging.getLogger("bif").setLevel(logging.INFO)
+    loaded = None
     if not os.environ.get("BIF_INPUTS_CHECKED"):  # set by relaunch: the parent checked them
-        config, _ = check_inputs(args, model, data, config, main=dist.is_main)
+        config, loaded = check_inputs(args, model, data, config, main=dist.is_main)
     if dist.world > 1:  # every rank observes the completion that rank 0 generated (or was given)
         import torch
 
@@ -49,7 +50,7 @@ def cmd_run(args) -> int | None:
         args.completion = box[0]
     close, progress = bar() if dist.is_main else (None, None)
     request = RunRequest(model, data, (Query(args.prompt, args.completion),), config, scale)
-    run = compute(request, args.cache, progress, dist=dist)
+    run = compute(request, args.cache, progress, dist=dist, loaded=loaded)  # the model, loaded once
     if not dist.is_main:
         return None
     close()

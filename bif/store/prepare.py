@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from bif.core.config import SamplerConfig
 from bif.core.examples import Examples
 from bif.core.sampler import Progress
@@ -34,11 +36,14 @@ class Prepared:
     request: dict
 
 
-def prepare(request: RunRequest, cache_root: Path, progress: Progress | None, device) -> Prepared:
-    """Load the model and data of a request, tokenize, and work out the run's key (loads the model)."""
+def prepare(request: RunRequest, cache_root: Path, progress: Progress | None, device,
+            loaded: LoadedModel | None = None) -> Prepared:
+    """Load the model and data of a request, tokenize, and work out the run's key (loads the model, unless
+    `loaded` is the request's model already loaded on `device` by the caller, e.g. `bif run` checking its inputs)."""
     model, data, queries, config, scale = request.model, request.data, list(request.queries), request.config, \
         request.scale
-    loaded = load_model(model, cache_root, device=device, progress=progress)
+    if loaded is None or next(loaded.model.parameters()).device != torch.device(device):
+        loaded = load_model(model, cache_root, device=device, progress=progress)
     apply_weights_dtype(loaded.model, scale)
     if progress:
         progress({"stage": "data"})

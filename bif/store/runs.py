@@ -35,7 +35,7 @@ from bif.dist import distributed
 from bif.errors import CacheError
 from bif.layout import RunFiles, Store
 from bif.lm.data import DataSpec, Query
-from bif.lm.models import ModelSpec
+from bif.lm.models import LoadedModel, ModelSpec
 from bif.store import grow
 from bif.store.chains import Clock, merge_chains, sample_chains
 from bif.store.opened import Run, open_run  # noqa: F401 - open_run: also imported from here by the library's users
@@ -57,7 +57,7 @@ def compute_run(model: ModelSpec, data: DataSpec, queries: list[Query], config: 
 
 
 def compute(request: RunRequest, cache_root: str | Path = "cache", progress: Progress | None = None, *,
-            dist: distributed.Dist | None = None) -> Run:
+            dist: distributed.Dist | None = None, loaded: LoadedModel | None = None) -> Run:
     """Compute the run (or open it if it is cached; resume it chain by chain if it was interrupted).
 
     A file lock makes concurrent callers of the same run compute it once. `progress` gets dicts with
@@ -71,6 +71,8 @@ def compute(request: RunRequest, cache_root: str | Path = "cache", progress: Pro
     torchrun's with bif.dist.distributed.join, this never starts one) every process calls this with the same
     arguments: chains are spread over the processes and each draw's scoring is sharded; the result is the same run.
     `request.scale` (bif.core.scale.ScaleOptions): bf16 weights, gradient checkpointing, w* offload, memory budget.
+    `loaded`: request.model as the caller already loaded it (bif.lm.models.load_model, float32, unchanged), so that
+    it is not loaded twice.
     """
     if not isinstance(request, RunRequest):
         from bif.errors import ConfigError
@@ -82,7 +84,7 @@ def compute(request: RunRequest, cache_root: str | Path = "cache", progress: Pro
     device = resolve_device(config.device)
     if progress is not None:
         progress({"stage": "load"})
-    prep = prepare(request, cache_root, progress, device)
+    prep = prepare(request, cache_root, progress, device, loaded)
     files = Store(cache_root).run(prep.key)
     run_dir = files.dir
     if progress is not None:  # the run's folder is known from here on (a job's provisional results read it)
