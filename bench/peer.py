@@ -149,7 +149,10 @@ def _env() -> dict:
 
 
 def peer_available(python: str) -> bool:
-    return subprocess.run([python, "-c", "import devinterp, datasets, xarray"], capture_output=True).returncode == 0
+    try:
+        return subprocess.run([python, "-c", "import devinterp, datasets, xarray"], capture_output=True).returncode == 0
+    except OSError:  # no such Python
+        return False
 
 
 def main(args) -> int:
