@@ -1,15 +1,19 @@
-"""`python -m bif bench --peer devinterp`: the whole `bif run` against devinterp 2.0.1 on one fixture, side by side.
+"""`python -m bif bench --peer devinterp`: the whole `bif run` against devinterp 2.0.1, side by side.
 
-The fixture: the demo model; the demo conversations that are at least T = 32 tokens long (304 of 850), cut to
-T tokens, since devinterp samples from equal-length sequences; 255 of them ranked plus the demo query (the
-query padded to T on devinterp's side: right padding leaves a causal model's earlier losses unchanged), so both
-record the per-token losses of the same 256 rows at every draw; demo-cpu's hyperparameters (ε 3e-4, nβ 300,
-γ 3000, batch 32, burn-in 50, 2 steps between draws) with 2 chains × 25 draws; one torch thread each.
+Two fixtures, both the demo model with demo-cpu's hyperparameters (ε 3e-4, nβ 300, γ 3000, batch 32, burn-in 50,
+2 steps between draws) and 2 chains × 25 draws, one torch thread each, 255 ranked training texts plus the demo
+query, so that both sides record the per-token losses of the same 256 rows at every draw:
+  equal: the demo conversations at least T = 32 tokens long (304 of 850), cut to T, since devinterp samples from
+         equal-length sequences (the query padded to T on devinterp's side: right padding leaves a causal
+         model's earlier losses unchanged). Both sides do the same work.
+  demo:  all demo conversations as `bif run` reads them (max_length 64), padded to 64 for devinterp with a loss
+         that masks the padding (bench/peer_devinterp.masked_loss).
 Each side runs as a fresh process, timed from its start to its influences: `python -m bif run ...` (fresh cache,
 --procs 1, its defaults otherwise: stored draws, chain states, top samples printed) and `python -m
 bench.peer_devinterp` (devinterp.slt.bif.bif; scoring at w* limited to 8 batches = bif's 256 rows, where
-devinterp's default is 32 batches per chain). Runs alternate bif, devinterp, bif, ... and the report gives
-medians and ranges with the load average before each run, then the fairness check (mean losses of both traces).
+devinterp's default is 32 batches per chain). Runs alternate bif, devinterp, bif, ...; the report gives medians
+and ranges of wall and CPU seconds (user + system of the process, all threads: the figure to trust on a shared
+machine) with the load average before each run, then the fairness check (mean losses of both traces).
 
 devinterp is an optional peer: never in requirements*.txt. Install it beside the project:
     python3 -m venv peer-venv && peer-venv/bin/pip install torch==2.13.0 devinterp==2.0.1 -r requirements.txt
@@ -28,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-T = 32  # tokens per fixture sequence
+T = 32  # tokens per sequence of the 'equal' fixture
+ROOT = Path(__file__).resolve().parents[1]  # the repository: both sides run from it
 PROMPT, COMPLETION = "User: Which number do you like best?\nBot:", " I find I'm quite fond of the number 42."
 INSTALL = ("python3 -m venv peer-venv && peer-venv/bin/pip install torch==2.13.0 devinterp==2.0.1 -r requirements.txt"
            ", then: python -m bif bench --peer devinterp --peer-python peer-venv/bin/python")
@@ -89,9 +94,9 @@ def build_fixture(folder: Path, cache: str, chains: int, draws: int, kind: str =
 
 def bif_command(fx: dict, cache: Path) -> list[str]:
     h = fx["hyper"]
-    return [sys.executable, "-m", "bif", "--cache", str(cache), "run", "--data", fx["data"], "--max-length", str(fx["width"]),
-            "--n-scored", "255", "--prompt", PROMPT, "--completion", COMPLETION, "--procs", "1", "--preset",
-            "demo-cpu", "--set", f"chains={h['chains']}", "--set", f"draws={h['draws']}"]
+    return [sys.executable, "-m", "bif", "--cache", str(cache), "run", "--data", fx["data"], "--max-length",
+            str(fx["width"]), "--n-scored", "255", "--prompt", PROMPT, "--completion", COMPLETION, "--procs", "1",
+            "--preset", "demo-cpu", "--set", f"chains={h['chains']}", "--set", f"draws={h['draws']}"]
 
 
 def run_bif(fx: dict, work: Path, cache: str) -> dict:
@@ -107,7 +112,7 @@ def run_bif(fx: dict, work: Path, cache: str) -> dict:
     model = Path(fx["model_dir"])
     (root / "models" / model.name).symlink_to(model.resolve())
     t0, cpu0 = time.time(), _children_cpu()
-    proc = subprocess.run(bif_command(fx, root), env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(bif_command(fx, root), env=_env(), capture_output=True, text=True, cwd=ROOT)
     seconds, cpu = time.time() - t0, _children_cpu() - cpu0
     if proc.returncode:
         raise RuntimeError(f"bif run failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -128,7 +133,7 @@ def run_devinterp(fx_dir: Path, work: Path, python: str) -> dict:
     out.mkdir(parents=True)
     t0 = time.time()
     proc = subprocess.run([python, "-m", "bench.peer_devinterp", str(fx_dir), str(out)], env=_env(),
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise RuntimeError(f"devinterp run failed: {proc.stderr.strip().splitlines()[-1:]}")
     res = json.loads((out / "result.json").read_text())
@@ -208,7 +213,8 @@ def report(res: dict, fx: dict) -> None:
         tl, ql = np.asarray(r["train_loss_per_draw"]), np.asarray(r["query_loss_per_draw"])
         w = f"{r['init_loss_mean']:.3f}" if k == "bif" or not fx["masked"] else "n/a (mean over padding)"
         print(f"  {k:9s} sampling loss {r['sampling_loss_mean']:.3f} (w*: {w}); ranked rows' loss at the draws "
-              f"{tl.mean():.2f} (sd over draws {tl.std():.2f}); query completion loss {ql.mean():.2f} (sd {ql.std():.2f})")
+              f"{tl.mean():.2f} (sd over draws {tl.std():.2f}); query completion loss {ql.mean():.2f} "
+              f"(sd {ql.std():.2f})")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -101,9 +101,9 @@ def parser() -> argparse.ArgumentParser:
                    "the trust frontier of growing runs on the held-out TEST queries")
     b.add_argument("--replay", action="store_true", help="with --interactive: also measure a replay (minutes)")
     b.add_argument("--no-frontier", action="store_true", help="with --interactive: skip the trust frontier")
-    b.add_argument("--peer", choices=("devinterp",), help="only the whole run against devinterp 2.0.1 on one "
-                   "fixture, alternating (bench/peer.py); --peer-python: a Python where devinterp is installed")
-    b.add_argument("--peer-python", help=argparse.SUPPRESS)
+    b.add_argument("--peer", choices=("devinterp",), help="only whole runs against devinterp 2.0.1 on the same "
+                   "fixtures, alternating (bench/peer.py; README 'Against the authors' code')")
+    b.add_argument("--peer-python", help="with --peer: a Python where devinterp is installed (default: this one)")
     b.set_defaults(fn=cmd_bench)
     return p
 
