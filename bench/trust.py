@@ -3,8 +3,15 @@
 For each preset, two runs with independent seeds over the same known-answer queries and the same ranked samples
 (a seeded random subset, or all: never chosen by the queries, `DataSpec.query_neighbours` = 0). Per run: findings
 per query and the built-in null's false findings (bif.core.null), the reciprocal rank of each query's known
-source when it is among the ranked samples; between the two seeds: the Jaccard index of the flagged sets. Cost:
-the sampling + scoring seconds stored with each chain, and the machine's load average while it ran.
+source when it is among the ranked samples (with `--n-scored 0`, the default, every training text is ranked, so
+every query's source is); between the two seeds: the Jaccard index of the flagged sets. Cost: the sampling +
+scoring seconds stored with each chain, and the machine's load average while it ran ("cached" when the run was
+computed earlier: its load was not recorded). `--seeds 0` and `--seeds 1` compute one seed each (two processes in
+parallel fill the cache); the same command with both seeds then prints the table from the cache in seconds.
+
+The verdict line compares the real pairing with its null (docs/method.md §4): under the null, BH at 5 % allows a
+false finding in at most 5 % of the queries; and a preset whose real findings per query are not well above its
+null's (NULL_MARGIN) has findings its null would produce as often.
 
 `bif bench` calls `main`; `measure` takes any model, data and known-answer queries (tests use the tiny model).
 """
@@ -19,6 +26,7 @@ import numpy as np
 
 PRESETS = ("demo-cpu", "careful-cpu")
 SEEDS = (0, 1)
+NULL_MARGIN = 2.0  # real findings per query must exceed NULL_MARGIN × the null's to count as better than noise
 FAST = {"draws": 20, "burn_in": 10}  # --quick: the presets' chains and settings, far fewer draws (a smoke check)
 
 
@@ -39,6 +47,7 @@ class SeedResult:
     null: np.ndarray  # (q,) false findings per query under the null
     reciprocal_ranks: list  # (q,) 1/rank of the source, None where it is not among the ranked samples
     flagged: list  # (q,) sets of flagged training ids
+    cached: bool = False  # opened from the cache (computed earlier, under a load not recorded here)
 
 
 @dataclass
@@ -48,7 +57,7 @@ class PresetTrust:
     n_scored: int
     how_scored: str
     seeds: list[SeedResult]
-    jaccard: list  # (q,) Jaccard of the two seeds' flagged sets; None where neither flags anything
+    jaccard: list  # (q,) Jaccard of the two seeds' flagged sets (None where neither flags anything); [] with 1 seed
     load: tuple[float, float]  # 1-minute load average before and after
 
     @property
@@ -60,6 +69,26 @@ class PresetTrust:
         """(MRR over the queries whose source is ranked, how many those are)."""
         rr = [r for r in s.reciprocal_ranks if r is not None]
         return (float(np.mean(rr)) if rr else float("nan")), len(rr)
+
+    @property
+    def null_queries_with_any(self) -> float:
+        """Fraction of (seed, query) pairs where the null flags anything: BH at 5 % allows at most 0.05."""
+        return float(np.mean(np.concatenate([s.null > 0 for s in self.seeds])))
+
+    def verdict(self) -> str:
+        """Whether the findings are better than the null's, in words (see the module docstring)."""
+        from bif.core.null import NOMINAL
+
+        real = float(np.mean([s.real.mean() for s in self.seeds]))
+        fake = float(np.mean([s.null.mean() for s in self.seeds]))
+        within = self.null_queries_with_any <= NOMINAL
+        if real <= NULL_MARGIN * fake or (real == 0 and fake == 0):
+            return (f"{self.preset}: NOT better than its null ({real:.2f} vs {fake:.2f} findings per query): its "
+                    "findings are no evidence.")
+        return (f"{self.preset}: real findings {real:.2f} per query vs the null's {fake:.2f} "
+                f"({real / fake:.0f}× as many)" if fake else f"{self.preset}: real findings {real:.2f} per query, the "
+                "null's 0") + (f"; the null flags something in {self.null_queries_with_any:.0%} of the queries "
+                               f"({'within' if within else 'ABOVE'} the {NOMINAL:.0%} that BH allows).")
 
     @property
     def mean_jaccard(self) -> tuple[float, int]:
@@ -92,7 +121,9 @@ def measure(preset_name: str, model, data, answers: list[KnownAnswer], cache_roo
     results, run = [], None
     for seed in seeds:
         cfg = preset(preset_name, seed=seed, **(overrides or {}))
+        t0 = time.perf_counter()
         run = compute_run(model, data, [a.query for a in answers], cfg, cache_root)
+        wall = time.perf_counter() - t0
         seconds = sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains))
         pairs = [run.trace(i) for i in range(len(answers))]
         check = null.check(pairs)
@@ -106,47 +137,69 @@ def measure(preset_name: str, model, data, answers: list[KnownAnswer], cache_roo
             else:
                 rr.append(None)
         verdict = diagnose(pairs[0][0], cfg.nbeta, cfg.burn_in).verdict
-        results.append(SeedResult(seed, seconds, verdict, check.real, check.null, rr, flagged))
-    pair_j = [jaccard(sorted(a), sorted(b)) for a, b in zip(results[0].flagged, results[1].flagged)]
+        results.append(SeedResult(seed, seconds, verdict, check.real, check.null, rr, flagged,
+                                  cached=wall < 0.5 * seconds))
+    pair_j = ([jaccard(sorted(a), sorted(b)) for a, b in zip(results[0].flagged, results[1].flagged)]
+              if len(results) == 2 else [])
     return PresetTrust(preset_name, run.config.to_dict(), len(run.train_ids), run.request["how_scored"], results,
                        pair_j, (load0, os.getloadavg()[0]))
 
 
+def _per_seed(values, fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in values)
+
+
 def report(results: list[PresetTrust], n_queries: int) -> list[str]:
-    """Markdown lines: one table row per preset, then what the figures mean."""
+    """Markdown lines: one table row per preset, then what the figures mean and a verdict per preset."""
+    seeds = "/".join(str(s.seed) for s in results[0].seeds)
     lines = [f"trust on the TEST set ({n_queries} held-out paraphrase queries, never used to choose a preset); "
              f"ranked: {results[0].how_scored}",
-             "| preset | findings per query (seed 0 / 1) | null: false findings per query (seed 0 / 1), rate | "
-             "source MRR (seed 0 / 1; queries whose source is ranked) | flagged-set Jaccard between seeds | "
-             "cost per run (s) | verdict | load avg |", "|---|---|---|---|---|---|---|---|"]
+             f"| preset | findings per query (seed {seeds}) | null: false findings per query (seed {seeds}); rate "
+             f"per ranked entry; queries where it flags anything | source MRR (seed {seeds}; queries whose source "
+             "is ranked) | flagged-set Jaccard between seeds | cost per run (s) | verdict | load avg |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        a, b = r.seeds[0], r.seeds[1]
-        (m0, k0), (m1, _) = r.mrr(a), r.mrr(b)
+        mrr = [r.mrr(s) for s in r.seeds]
         j, nj = r.mean_jaccard
-        lines.append(f"| {r.preset} | {a.real.mean():.2f} / {b.real.mean():.2f} | {a.null.mean():.2f} / "
-                     f"{b.null.mean():.2f}, {r.null_rate:.1e} | {m0:.2f} / {m1:.2f} ({k0} of {len(a.real)}) | "
-                     f"{j:.2f} ({nj} queries flag something) | {a.seconds:.0f} / {b.seconds:.0f} | "
-                     f"{a.verdict} / {b.verdict} | {r.load[0]:.1f} → {r.load[1]:.1f} |")
+        load = " / ".join("cached" if s.cached else "" for s in r.seeds) if any(s.cached for s in r.seeds) else ""
+        lines.append(f"| {r.preset} | {_per_seed([s.real.mean() for s in r.seeds], '.2f')} | "
+                     f"{_per_seed([s.null.mean() for s in r.seeds], '.2f')}; {r.null_rate:.1e}; "
+                     f"{r.null_queries_with_any:.0%} | {_per_seed([m for m, _ in mrr], '.2f')} ({mrr[0][1]} of "
+                     f"{len(r.seeds[0].real)}) | "
+                     + (f"{j:.2f} ({nj} queries flag something)" if r.jaccard else "— (one seed)")
+                     + f" | {_per_seed([s.seconds for s in r.seeds], '.0f')} | "
+                     f"{' / '.join(s.verdict for s in r.seeds)} | {r.load[0]:.1f} → {r.load[1]:.1f}"
+                     + (f" ({load})" if load else "") + " |")
     lines.append("null = the same finding rule with each query's losses taken from another, independent chain "
                  "(zero influence by construction; docs/method.md §4). Cost: sampling + scoring seconds summed over "
-                 "the chains, one torch thread; compare only under similar load.")
+                 "the chains, one torch thread; compare only under similar load ('cached': computed earlier, at a "
+                 "load not recorded here).")
+    lines += [r.verdict() for r in results]
     return lines
 
 
 def main(args) -> list[PresetTrust]:
-    """`bif bench` trust section: --presets, --queries, --n-scored, --quick; prints the table."""
+    """`bif bench` trust section: --presets, --seeds, --queries, --n-scored, --quick; prints the table."""
     from bif.core.config import parse_settings
+    from bif.errors import ConfigError
     from bif.lm.data import DataSpec
     from bif.lm.models import ModelSpec
 
     presets = tuple(p for p in (getattr(args, "presets", None) or ",".join(PRESETS)).split(",") if p)
+    try:
+        seeds = tuple(int(x) for x in str(getattr(args, "seeds", None) or "0,1").split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds}: give one or two whole numbers, e.g. --seeds 0,1.") from None
+    if not 1 <= len(seeds) <= 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds {args.seeds}: give one seed (to compute it alone) or two different ones.")
     n = getattr(args, "queries", None) or (8 if args.quick else None)
     answers = test_set(n)
-    n_scored = getattr(args, "n_scored", 256)
+    n_scored = getattr(args, "n_scored", 0)
     data = DataSpec("demo", n_scored=None if n_scored == 0 else n_scored)
     overrides = {**parse_settings(args.set), **(FAST if args.quick else {})}
     t0 = time.perf_counter()
-    results = [measure(p, ModelSpec("demo"), data, answers, args.cache, overrides=overrides) for p in presets]
+    results = [measure(p, ModelSpec("demo"), data, answers, args.cache, seeds=seeds, overrides=overrides)
+               for p in presets]
     print("\n".join(report(results, len(answers))))
     print(f"({time.perf_counter() - t0:.0f} s wall for this section, cached runs included at their stored cost"
           + (f"; --quick: {FAST} replaced the presets' draws, so these are not the presets' figures" if args.quick

@@ -30,8 +30,35 @@ def test_trust_figures_of_a_preset_on_known_answers(tiny_lm, tiny_corpus, tmp_pa
         assert j == (None if not a | b else len(a & b) / len(a | b))
     lines = trust.report([r], len(known))
     assert lines[0].startswith("trust on the TEST set (4 held-out") and "20 of 40 training samples" in lines[0]
-    assert lines[3].startswith("| demo-cpu | ") and "null = the same finding rule" in lines[-1]
+    assert lines[3].startswith("| demo-cpu | ") and lines[4].startswith("null = the same finding rule")
+    assert lines[5].startswith("demo-cpu: ") and lines[5] == r.verdict(), "a verdict per preset: real against null"
     assert np.isfinite(r.load[0])
+    again = trust.measure("demo-cpu", bif.ModelSpec(str(tiny_lm)), data, known, tmp_path,
+                          overrides={**trust.FAST, "keep_draws": "off"})
+    assert all(s.cached for s in again.seeds) and "cached" in trust.report([again], len(known))[3]
+
+
+def test_one_seed_alone_fills_the_cache_and_says_it_has_no_agreement(tiny_lm, tiny_corpus, tmp_path):
+    data = bif.DataSpec(str(tiny_corpus), n_scored=None)  # every training text ranked: every source has a rank
+    r = trust.measure("demo-cpu", bif.ModelSpec(str(tiny_lm)), data, answers(), tmp_path, seeds=(1,),
+                      overrides={**trust.FAST, "keep_draws": "off"})
+    assert [s.seed for s in r.seeds] == [1] and r.jaccard == [] and r.n_scored == 40
+    assert None not in r.seeds[0].reciprocal_ranks
+    row = trust.report([r], 4)[3]
+    assert "— (one seed)" in row and "(4 of 4)" in row
+
+
+def _trust(real, null, seeds=2):
+    result = [trust.SeedResult(s, 1.0, "ok", np.array(real), np.array(null), [], []) for s in range(seeds)]
+    return trust.PresetTrust("demo-cpu", {}, 850, "all", result, [], (0.0, 0.0))
+
+
+def test_the_verdict_says_when_findings_are_no_better_than_the_null():
+    assert "NOT better than its null" in _trust([1, 0, 0, 1], [1, 0, 0, 0]).verdict()
+    assert "NOT better than its null" in _trust([0, 0], [0, 0]).verdict(), "no findings at all is no evidence"
+    good = _trust([3, 1, 2, 2] * 10, [0] * 39 + [1])
+    assert good.null_queries_with_any == pytest.approx(1 / 40) and "within the 5%" in good.verdict()
+    assert "ABOVE the 5%" in _trust([9] * 10, [1] + [0] * 9).verdict()
 
 
 def test_a_scored_set_chosen_by_the_queries_is_refused(tiny_lm, tiny_corpus, tmp_path):
