@@ -14,7 +14,8 @@ from bif.service import cost, jobs, jobspec
 from views import common
 
 CHOICES = {"preconditioner": PRECONDITIONERS, "score_dtype": DTYPES, "trace_dtype": TRACE_DTYPES}
-AGREE = MEASURED["seed_agreement"]
+AGREE = MEASURED["seed_agreement"]  # tuning queries
+TEST_AGREE, NULL_ANY = MEASURED["test_agreement"], MEASURED["test_null_queries"]  # held-out queries
 KEEP = {"persist_state": "session"}  # keep what was typed when the user visits another page and comes back
 PLAIN = {"step_size": "Step size", "nbeta": "Pull towards low training loss", "gamma": "Pull back to the trained weights",
          "chains": "Independent chains", "draws": "Draws kept per chain", "burn_in": "Warm-up steps (discarded)",
@@ -85,10 +86,12 @@ def sampler_section(model: bif.ModelSpec) -> tuple[str, bif.SamplerConfig]:
     built_in = registry.model(model.name_or_path)
     st.session_state.setdefault("preset", registry.preset_for(model.name_or_path))
     name = st.selectbox("Preset", list(bif.PRESETS), key="preset", **KEEP,
-                        help="demo-cpu: a few minutes on a CPU, strongest influences only (on the 12 tuning "
-                             f"queries two seeds agreed on {AGREE['demo-cpu'] * 100:.0f} % of its findings). "
-                             f"careful-cpu: about 3× longer, tighter error bars ({AGREE['careful-cpu'] * 100:.0f} %; "
-                             "use it for findings). Held-out figures: README, `python -m bif bench`. paper-gpu: for a "
+                        help="demo-cpu: a few minutes on a CPU, strongest influences only (on 51 held-out "
+                             f"queries two seeds agreed on {TEST_AGREE['demo-cpu'] * 100:.0f} % of its findings, "
+                             f"and its null flagged something for {NULL_ANY['demo-cpu'] * 100:.0f} % of them). "
+                             "careful-cpu: about 3× longer, tighter error bars (on the 12 queries used for tuning "
+                             f"{AGREE['careful-cpu'] * 100:.0f} % against demo-cpu's {AGREE['demo-cpu'] * 100:.0f} %; "
+                             "not yet measured on held-out ones). README, `python -m bif bench`. paper-gpu: for a "
                              "GPU. smollm2-gpu: paper-gpu with a 10× smaller step, for SmolLM2 "
                              "(picked for it automatically). smoke: seconds, for checks, not findings.")
     own = built_in and bif.PRESETS[built_in.preset]
