@@ -34,7 +34,7 @@ def threads_per_proc(procs: int) -> int:
 def torchrun_command(procs: int, module_args: list[str]) -> list[str]:
     """`python -m torch.distributed.run --standalone --nproc-per-node=P -m MODULE ARGS...` on this interpreter.
 
-    `module_args` is the module and its arguments, e.g. ["bif", "run", ...] or ["bif.service.jobs", DIR];
+    `module_args` is the module and its arguments, e.g. ["bif", "run", ...] or ["bif.service.worker", DIR];
     torchrun stops every worker if one fails.
     """
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
