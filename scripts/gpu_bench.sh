@@ -45,7 +45,7 @@ if [ "$DEVICE" = cpu ]; then
   # dry run: the GPU settings above, then tiny overrides (draws ≥ 10 is the sampler's minimum)
   # one thread per process: on a small busy machine, OpenMP threads spinning against other load cost up to 10x
   export CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-  TINY="--set chains=2 --set draws=10 --set burn_in=0 --set steps_between=1 --set batch_size=2 --set score_batch_size=16"
+  TINY="--set chains=2 --set draws=10 --set burn_in=0 --set steps_between=1 --set batch_size=2 --set score_batch_size=16 --query-neighbours 0"  # 4 ranked: no room for query neighbours
   DEMO_SET="$DEMO_SET $TINY --max-length 16 --max-new-tokens 4"; SMOL_SET="$SMOL_SET $TINY --max-length 16 --max-new-tokens 4"
   DEMO_SCORED=4; SMOL_SCORED=4
   NPROC=2
