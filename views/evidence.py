@@ -26,6 +26,8 @@ small benchmark model where the truth can be checked by retraining.
   loss (Spearman rank correlation averaged over queries: 1 = perfect order, 0 = chance). Shown with a 95 % interval.
 * **Known-source retrieval**: each query paraphrases one training conversation. **MRR** (mean reciprocal rank) is 1
   when that source is always ranked first, 0.5 when second, …; **recall@k** is how often it is in the top k.
+  Every method ranks all 128 training conversations of the benchmark, so the source is always among them: the
+  ranked set does not depend on the query.
 * **Flagged-set Jaccard**: how much two independent seeds agree on which samples stand out of the noise (1 = the same).
 * The other methods, for comparison: **TracIn** and **gradient dot product / cosine** (similarity of loss gradients),
   **EK-FAC** (a classical influence function with an approximate Hessian). Grey bars are references, not methods:
