@@ -31,3 +31,21 @@ def test_stacked_draws_equal_one_draw_at_a_time(tiny_run, tiny_lm, tmp_path, per
     torch.testing.assert_close(many, one, rtol=0, atol=2e-5)
     assert torch.equal(many == 0, ~ex.mask.expand_as(many)), "zero exactly outside the completion"
     assert all(torch.equal(p, star[n]) for n, p in loaded.model.named_parameters())
+
+
+def test_free_threads_uses_only_the_cores_the_load_leaves_free(monkeypatch):
+    """Inside the block torch runs on max(1, min(threads set, cores - load)) threads; afterwards as before."""
+    from bif.core import drawbatch
+    before = torch.get_num_threads()
+    monkeypatch.setattr(drawbatch.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(drawbatch.os, "getloadavg", lambda: (9.5, 9.0, 8.0))  # a busy 2-core machine
+    torch.set_num_threads(2)
+    try:
+        with drawbatch.free_threads():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(drawbatch.os, "getloadavg", lambda: (0.1, 0.1, 0.1))  # idle: keeps the threads set
+        with drawbatch.free_threads():
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -10,7 +10,9 @@ logits stay small; with many rows (ranking a training set) K falls to 1 and `sco
 
 from __future__ import annotations
 
+import os
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -20,6 +22,20 @@ from bif.core.examples import Examples
 
 SEQUENCES_PER_PASS = 64  # rows × draws in one vmapped pass
 PARAM_BYTES = 1 << 28  # stacked parameter copies per pass (256 MiB)
+
+
+@contextmanager
+def free_threads():
+    """Within the block, torch uses only the cores the machine leaves free (its load average), at least one and never
+    more than it was set to. Two threads on a busy 2-core machine wait on each other: a 30-token question at 400
+    stored draws took 25–35 s with 2 threads against 4–5 s with 1 (load 9–10, demo model, 2026-12-03)."""
+    before = torch.get_num_threads()
+    free = round((os.cpu_count() or 1) - os.getloadavg()[0]) if hasattr(os, "getloadavg") else before
+    torch.set_num_threads(max(1, min(before, free)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def draws_per_pass(rows: int, n_params: int, limit: int = SEQUENCES_PER_PASS) -> int:
@@ -49,8 +65,7 @@ def lm_losses_at_draws(model: torch.nn.Module, examples: Examples, chain, draws:
     warnings.filterwarnings("ignore", message=".*batching rule for aten::_scaled_dot_product")  # runs, looped
     for d0 in range(0, draws, K):
         d1 = min(draws, d0 + K)
-        stacked = {n: (w_star[n] + _deltas(chain, n, d0, d1).to(w_star[n].device)).to(params[n].dtype)
-                   for n in chain.names}  # (k, *shape) each
+        stacked = {n: _stacked(chain, n, d0, d1, w_star[n]).to(params[n].dtype) for n in chain.names}  # (k, *shape)
         lg = batched(stacked)[:, :, :-1].float()  # (k, n, T-1, V)
         k, _, Tm, V = lg.shape
         ce = torch.nn.functional.cross_entropy(lg.reshape(-1, V), target.repeat(k, 1).reshape(-1),
@@ -62,8 +77,13 @@ def lm_losses_at_draws(model: torch.nn.Module, examples: Examples, chain, draws:
     return out
 
 
-def _deltas(chain, name: str, d0: int, d1: int) -> torch.Tensor:
-    """Deltas of draws d0..d1-1 of one parameter as float32 (k, *shape)."""
-    raw = np.array(chain.maps[f"delta.{name}"][d0:d1])  # a copy: the map is read-only
-    t = torch.from_numpy(raw)
-    return (t.view(torch.bfloat16) if chain.st[f"delta.{name}"] == "BF16" else t).float()
+def _stacked(chain, name: str, d0: int, d1: int, w: torch.Tensor) -> torch.Tensor:
+    """w* + the deltas of draws d0..d1-1 of one parameter, float32 (k, *shape), in one pass over the mapped file
+    (the stored float16/bfloat16 is widened exactly inside the addition, as `.float()` would)."""
+    raw = chain.maps[f"delta.{name}"][d0:d1]
+    with warnings.catch_warnings():  # read-only memory map: only read here
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(raw) if isinstance(raw, np.ndarray) else torch.as_tensor(raw)
+    if chain.st[f"delta.{name}"] == "BF16":
+        t = t.view(torch.bfloat16)
+    return torch.add(w, t.to(w.device))

@@ -18,6 +18,7 @@ import torch
 from bif.dist import distributed
 from bif.lm.data import Query, load_texts, tokenize_queries, tokenize_texts
 from bif.core.draws import ChainDraws, open_draws, score_at_draws
+from bif.core.drawbatch import free_threads
 from bif.layout import RunFiles
 from bif.errors import BIFError, ConfigError, ReplayMismatch
 from bif.core.examples import lm_token_loss, score_examples
@@ -145,8 +146,9 @@ def _draws_chain(run: Run, model, qex, chain: int, path: Path, device, progress:
                       "fraction": (position + ev["draw"] / ev["draws"]) / count})
 
     autocast = torch.bfloat16 if config.score_dtype == "bfloat16" else None
-    losses = score_at_draws(model, lm_token_loss, qex, draws, config.score_batch_size, device, autocast,
-                            progress=report, draws=config.draws)
+    with free_threads():  # a question asked in a busy process (the app) must not oversubscribe the cores
+        losses = score_at_draws(model, lm_token_loss, qex, draws, config.score_batch_size, device, autocast,
+                                progress=report, draws=config.draws)
     save_chain(path, ChainTrace(losses={"query": losses}, sampling_loss=torch.from_numpy(run.sampling_loss[chain]),
                                 seconds=time.perf_counter() - t0), config.trace_dtype)
 
