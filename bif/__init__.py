@@ -17,10 +17,10 @@ from bif.errors import BIFError
 from bif.lm.data import DataSpec, Query, load_texts, tokenize_queries, tokenize_texts
 from bif.lm.models import ModelSpec, generate_completion, load_model
 from bif.store.catalog import delete_run, find_run, list_runs
-from bif.store.replay import add_queries
+from bif.store.replay import add_queries, carry_queries
 from bif.store.runs import Run, compute_run, open_run
 
 __all__ = ["PRESETS", "SamplerConfig", "help_text", "preset", "DataSpec", "Query", "load_texts", "tokenize_queries",
            "tokenize_texts", "Diagnosis", "diagnose", "BIFError", "Scores", "covariance", "Examples", "lm_token_loss",
-           "score_examples", "ModelSpec", "generate_completion", "load_model", "Run", "add_queries", "compute_run",
-           "delete_run", "find_run", "list_runs", "open_run", "sample", "LossTrace", "influence"]
+           "score_examples", "ModelSpec", "generate_completion", "load_model", "Run", "add_queries", "carry_queries",
+           "compute_run", "delete_run", "find_run", "list_runs", "open_run", "sample", "LossTrace", "influence"]

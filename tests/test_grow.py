@@ -91,3 +91,28 @@ def test_extending_10_to_20_draws_equals_a_fresh_20_draw_run_bitwise(tiny_lm, ti
     assert not list(grown.dir.glob("draws_*")) if keep_draws == "off" else True
     np.testing.assert_array_equal(grown.train_losses[:, :10], short.train_losses)
     assert (short.dir / state_name(0)).exists() and not bif.store.catalog.verify_run(short.key, tmp_path / "a")
+
+
+def test_questions_asked_on_the_shorter_run_are_carried_into_the_grown_run(tiny_lm, tiny_corpus, tmp_path):
+    """A run grown 10 → 20 draws is asked the shorter run's later questions again, at its own stored draws: the
+    same losses as asking them on a fresh 20-draw run. The job worker does this after every run it computes."""
+    model, data = bif.ModelSpec(str(tiny_lm)), bif.DataSpec(str(tiny_corpus), n_scored=None)
+    cfg = bif.preset("smoke", keep_draws="on")
+    later = bif.Query("User: what is 9 plus 9?\nBot:", " 18")
+    short = bif.add_queries(bif.compute_run(model, data, [QUERY], cfg, cache_root=tmp_path / "a"), [later],
+                            tmp_path / "a", method="draws")
+    grown = bif.compute_run(model, data, [QUERY], cfg.replace(draws=20), cache_root=tmp_path / "a")
+    assert later not in grown.queries, "compute_run alone does not ask it"
+    carried = bif.carry_queries(grown, tmp_path / "a")
+    i = carried.queries.index(later)
+    assert carried.answered_by(i) == "draws" and carried.key == grown.key
+    fresh = bif.compute_run(model, data, [QUERY], cfg.replace(draws=20), cache_root=tmp_path / "b")
+    asked = bif.add_queries(fresh, [later], tmp_path / "b", method="draws")
+    (a, ra), (b, rb) = carried.trace(i), asked.trace(asked.queries.index(later))
+    assert a.losses["query"].shape[:2] == (2, 20)
+    np.testing.assert_allclose(a.losses["query"][:, :, ra], b.losses["query"][:, :, rb], rtol=0, atol=1e-6)
+    s, rs = short.trace(short.queries.index(later))
+    np.testing.assert_allclose(s.losses["query"][:, :, rs], a.losses["query"][:, :10, ra], rtol=0, atol=1e-6,
+                               err_msg="the first 10 draws: the shorter run's own")
+    assert bif.carry_queries(carried, tmp_path / "a").queries == carried.queries, "asked once"
+    assert bif.carry_queries(fresh, tmp_path / "b") is fresh, "a run that did not grow is left as it is"

@@ -12,6 +12,7 @@ import streamlit as st
 import bif
 from bif.service import jobs, jobspec
 from bif.store.grow import growth_estimate_s, state_name
+from bif.store.replay import query_method
 from views import common
 
 MAX_DRAWS = 100_000  # SamplerConfig's limit
@@ -34,6 +35,8 @@ def sample_more(run: bif.Run) -> None:
               args=(spec,), icon=":material/add_circle:",
               help="Continues every chain from where it stopped: nothing is sampled twice, and the result equals a "
                    "fresh run with that many draws. Error bars shrink by about 1/√2.")
+    later = len(run.query_sets) > 1 and query_method(run) == "draws"
     st.caption(f"{cfg.draws} → {target} draws per chain, about {jobs.format_seconds(seconds)} (from this run's own "
-               "speed). Provisional results show here "
-               "while it samples. Queries added later to this run are not carried over: ask them again.")
+               "speed). Provisional results show here while it samples."
+               + (" The queries asked later on this run are asked again on the grown one, at its stored draws "
+                  "(seconds each)." if later else ""))

@@ -63,7 +63,7 @@ class ProgressWriter:
 def _compute(spec: JobSpec, progress: "ProgressWriter", is_main: bool):
     """What a job computes, on every rank alike: the run, the run with the spec's queries added, or ranked."""
     from bif.store import runs
-    from bif.store.replay import add_queries
+    from bif.store.replay import add_queries, carry_queries
 
     if spec.kind in ("replay", "rank"):  # rank 0 checks the stored checksums; the others trust it
         run = runs.open_run(Store(spec.cache_root).run(spec.run_key).dir, verify=is_main)
@@ -72,7 +72,7 @@ def _compute(spec: JobSpec, progress: "ProgressWriter", is_main: bool):
 
             return rank_all(run, spec.cache_root, progress)
         return add_queries(run, list(spec.run.queries), spec.cache_root, progress)
-    return runs.compute(spec.run, spec.cache_root, progress)
+    return carry_queries(runs.compute(spec.run, spec.cache_root, progress), spec.cache_root, progress)
 
 
 def _follower(files: JobFiles) -> str:

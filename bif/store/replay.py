@@ -25,6 +25,7 @@ from bif.core.examples import lm_token_loss, score_examples
 from bif.core import integrity
 from bif.core.files import read_json, write_json
 from bif.lm.models import LoadedModel, ModelSpec, load_model
+from bif.store import grow
 from bif.store.request import digest
 from bif.store.chains import overall_progress
 from bif.store.opened import Run, open_run
@@ -122,6 +123,25 @@ def add_queries(run: Run, queries: list[Query], cache_root: str | Path = "cache"
                                  qfiles.sealed_names(config.chains), "the new query set",
                                  "Ask the same query again to recompute it.")
     return open_run(run.dir, verify=dist.is_main)
+
+
+def carry_queries(run: Run, cache_root: str | Path = "cache", progress: Progress | None = None,
+                  loaded: LoadedModel | None = None) -> Run:
+    """The queries asked later on the run that `run` grew from (bif.store.grow), asked again on `run`.
+
+    They are scored at `run`'s stored draws (all of them: the prefix's draws, copied into it byte for byte, and
+    the new ones), so they equal asking them on a fresh run of that size. A run without stored draws, or one
+    that did not grow, is returned as it is (replaying every question would cost a whole run each).
+    """
+    prefix = grow.recorded_prefix(run.dir)
+    if prefix is None or query_method(run) != "draws":
+        return run
+    try:
+        shorter = open_run(prefix.dir, verify=False)  # its own checksums were checked when it was found
+    except BIFError:
+        return run
+    added = [q for qs in shorter.query_sets[1:] for q in qs.queries]
+    return add_queries(run, added, cache_root, progress, method="draws", loaded=loaded) if added else run
 
 
 def _training_set(run: Run, loaded):
