@@ -87,7 +87,7 @@ def test_sample_more_continues_the_run_with_twice_the_draws(tiny_run, tmp_path, 
 
 
 def test_before_enough_draws_the_page_says_when_results_will_come(tiny_run, tmp_path):
-    root, run, job_id = _computing(tiny_run, tmp_path, written=2)  # chain 1 has 2 draws: too few for error bars
+    root, run, job_id = _computing(tiny_run, tmp_path, written=1)  # chain 1 has 1 draw: too few for error bars
     at = app(root, "views/influence.py", job=job_id)
-    assert any("Provisional results appear here once 2 chains have 4 draws" in m.value for m in at.markdown)
+    assert any("Provisional results appear here once 2 chains have 2 draws" in m.value for m in at.markdown)
     assert not any("No run is open" in i.value for i in at.info) and not html(at).count('class="bif-tok')

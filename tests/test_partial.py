@@ -20,7 +20,8 @@ QUERY = bif.Query("User: what is 3 plus 4?\nBot:", " 7")
     ([100, 100, 10, 8], ([0, 1], 100)),  # two finished chains beat four short ones
     ([30, 28, 0, 0], ([0, 1], 28)),
     ([10, 9, 9, 9], ([0, 1, 2, 3], 9)),
-    ([3, 3], ([], 0)),  # too few draws for error bars
+    ([3, 3], ([0, 1], 3)),  # the first view: right after burn-in, wide error bars
+    ([1, 1, 1, 1], ([], 0)),  # one draw per chain: too few for error bars
     ([50, 0], ([], 0)),  # one chain alone: no stability check, no provisional view
 ])
 def test_pick_chains_maximizes_the_pooled_draws(written, expected):

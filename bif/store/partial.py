@@ -25,8 +25,8 @@ from bif.lm.data import Query
 from bif.store.grow import recorded_prefix
 from bif.store.opened import Partial, QuerySet, Run
 
-MIN_DRAWS = 4  # per chain: fewer give no usable error bars
-MIN_CHAINS = 2  # the stability check (two halves of the chains) and the error bars need two
+MIN_DRAWS = 2  # per chain: the first view comes as soon as burn-in is over (its error bars are wide)
+MIN_CHAINS = 2  # the error bars (batch means across chains) need two; findings need 4 (bif.core.findings)
 
 
 class _Moved(Exception):
