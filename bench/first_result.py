@@ -1,11 +1,11 @@
-"""Seconds from Start to the first provisional result of a demo run, and the job's estimate 20 s after Start.
+"""Part 1 of `bif bench --interactive` alone: Start to the first provisional result of a demo run, and the job's
+estimate 20 s after Start against the actual time (bench.interactive.first_provisional; minutes, not the hour the
+whole benchmark takes).
 
     python -m bench.first_result [CACHE]      # default: a fresh folder under /tmp; needs the demo model built
 
-Starts a `demo-cpu` run job as the Run page starts it (bif.service.jobs.start_job with the demo's preset and 8
-query neighbours), polls bif.store.partial.open_partial until a provisional view exists, reads the job's remaining-
-time estimate at 20 s, waits for the job to end and prints the estimate's error. Jobs it started are cancelled on
-the way out (a finished demo run starts a ranking job by itself). Prints the load average with every figure.
+Jobs the run starts afterwards (a finished demo run ranks its other training texts by itself) are cancelled on the
+way out. Prints the load average with the figures.
 """
 
 from __future__ import annotations
@@ -13,55 +13,30 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import bif
+from bench.interactive import _demo_request, first_provisional
 from bif.core.config import preset
 from bif.layout import Store
-from bif.service import jobs, jobspec
-from bif.store.partial import open_partial
-from bif.store.request import RunRequest
-
-QUERY = bif.Query("User: Which number do you like best?\nBot:", " I find I'm quite fond of the number 42.")
+from bif.service import jobs
 
 
-def main(root: Path, limit_s: float = 900) -> None:
+def main(root: Path) -> None:
     store, built = Store(root), Store(Path("cache")).models_dir  # reuse the demo model built in ./cache
     store.models_dir.mkdir(parents=True, exist_ok=True)
     for model in built.glob("demo-*") if built.is_dir() else []:
         if model.is_dir() and not (store.models_dir / model.name).exists():
             (store.models_dir / model.name).symlink_to(model.resolve())
-    req = RunRequest(bif.ModelSpec("demo"), bif.DataSpec("demo", query_neighbours=8), (QUERY,), preset("demo-cpu"))
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
-    t0 = time.time()
-    job = jobs.start_job(jobspec.run_job_spec(req, root, preset="demo-cpu"), root)
-    first = estimate = None
     try:
-        while time.time() - t0 < limit_s:
-            status = jobs.job_status(job, root)
-            progress = status.get("progress") or {}
-            if estimate is None and time.time() - t0 >= 20:
-                estimate = 20 + float(progress.get("eta_s") or float("nan"))
-                print(f"20 s after Start: stage {progress.get('stage')}, estimated total {estimate:.0f} s", flush=True)
-            if first is None:
-                for files in store.runs():
-                    p = open_partial(files.dir)
-                    if p is not None:
-                        first = time.time() - t0
-                        print(f"first provisional result {first:.1f} s after Start ({len(p.partial.chains)} chains "
-                              f"x {p.partial.draws} draws); load {os.getloadavg()[0]:.2f}", flush=True)
-                        break
-            if status.get("state") in ("done", "failed", "cancelled"):
-                total = time.time() - t0
-                print(f"job {status['state']} {total:.1f} s after Start; estimate at 20 s {estimate:.0f} s "
-                      f"({(estimate - total) / total * 100:+.0f} %); load {os.getloadavg()[0]:.2f}", flush=True)
-                return
-            time.sleep(0.5)
-        print(f"the job did not end within {limit_s:.0f} s")
+        r = first_provisional(str(root), _demo_request(str(root), preset("demo-cpu").to_dict()))
     finally:
         for j in jobs.list_jobs(root, active_only=True):
             jobs.cancel_job(j["id"], root)
+    err = "n/a" if r["estimate_error"] is None else f"{r['estimate_error']:+.0%}"
+    print(f"first provisional result {r['first_provisional_s']:.1f} s after Start; estimate at 20 s "
+          f"{r['estimate_at_20s_s'] or float('nan'):.0f} s vs actual {r['actual_s']:.1f} s ({err}); "
+          f"load {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
