@@ -69,7 +69,7 @@ def runs_section(root) -> None:
     key = st.selectbox("Run", keys, index=keys.index(current) if current in keys else first, format_func=labels.get,
                        key="runs-pick", help="Pick a run to open or delete.")
     complete = next(r["complete"] for r in runs if r["key"] == key)
-    c1, c2, _ = st.columns([1, 1, 4])
+    c1, c2, _ = st.columns([1, 1, 2])  # at 800 px wide, narrower columns cut "Delete…" to "D…"
     c1.button("Open", type="primary", disabled=not complete, key="runs-open", on_click=nav.go,
               args=("views/influence.py",), kwargs={"run": key, "q": 0, "token": None, "sample": None},
               help="Make it the current run and show its influence view." if complete else
