@@ -113,6 +113,7 @@ def measure(preset_name: str, model, data, answers: list[KnownAnswer], cache_roo
     from bif.core.diagnostics import diagnose
     from bif.core.estimators import jaccard
     from bif.core.trace import chain_seconds
+    from bif.layout import RunFiles
     from bif.store.runs import compute_run
 
     if data.query_neighbours:
@@ -124,7 +125,7 @@ def measure(preset_name: str, model, data, answers: list[KnownAnswer], cache_roo
         t0 = time.perf_counter()
         run = compute_run(model, data, [a.query for a in answers], cfg, cache_root)
         wall = time.perf_counter() - t0
-        seconds = sum(chain_seconds(run.dir / f"chain_{c:03d}.safetensors") for c in range(cfg.chains))
+        seconds = sum(chain_seconds(RunFiles(run.dir).chain(c)) for c in range(cfg.chains))
         pairs = [run.trace(i) for i in range(len(answers))]
         check = null.check(pairs)
         rr, flagged = [], []

@@ -114,6 +114,10 @@ def test_the_store_file_names_are_spelled_only_in_the_layout_package():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings and \
                     STORE_NAMES.search(node.value):
                 spelled.append(f"{name}:{node.lineno} {node.value!r}")
+            elif isinstance(node, ast.JoinedStr):  # f"chain_{c:03d}.safetensors" spells one too
+                text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+                if STORE_NAMES.search(text):
+                    spelled.append(f"{name}:{node.lineno} f{text!r}")
     assert spelled == []
 
 
