@@ -91,3 +91,26 @@ def test_before_enough_draws_the_page_says_when_results_will_come(tiny_run, tmp_
     at = app(root, "views/influence.py", job=job_id)
     assert any("Provisional results appear here once 2 chains have 2 draws" in m.value for m in at.markdown)
     assert not any("No run is open" in i.value for i in at.info) and not html(at).count('class="bif-tok')
+
+
+def test_a_page_rerun_after_the_job_ended_shows_its_run(tiny_run, tmp_path):
+    """The sidebar's refresher may rerun the page first when the job ends: the page still opens the job's run."""
+    root, run, job_id = _computing(tiny_run, tmp_path)
+    d = root / "runs" / run.key
+    (d / "chain_001.partial").unlink()
+    shutil.copy(run.dir / "chain_001.safetensors", d)
+    shutil.copy(run.dir / "COMPLETE", d)
+    status = {"state": "done", "pid": os.getpid(), "result": {"run_key": run.key, "query": 0}}
+    (jobs.job_dir(job_id, root) / "status.json").write_text(json.dumps(status))
+    at = app(root, "views/influence.py", job=job_id)  # no run= : as if the provisional view had never set it
+    assert not any("No run is open" in i.value for i in at.info)
+    assert 'class="bif-tok' in html(at) and not any("Provisional" in m.value for m in at.markdown)
+
+
+def test_before_the_worker_made_the_runs_folder_the_page_waits_for_it(tiny_run, tmp_path):
+    """Provisional clicked as soon as the job starts: its worker has not yet named the run (no run_key)."""
+    root, run, job_id = _computing(tiny_run, tmp_path)
+    (jobs.job_dir(job_id, root) / "progress.json").write_text(json.dumps({"stage": "load"}))
+    at = app(root, "views/influence.py", job=job_id)
+    assert any("Provisional results appear here once" in m.value for m in at.markdown)
+    assert not any("No run is open" in i.value for i in at.info), "it waits (and refreshes), not 'no run'"

@@ -16,10 +16,11 @@ from views import common
 from views.jobview import describe
 
 REFRESH_S = 2.0  # how often the page looks for new draws
+ADOPTED = "adopted_job"  # session key: the finished job whose run the view was given (once per job)
 
 
 def live_job() -> dict | None:
-    """The view's job while it computes a run whose folder is known, else None."""
+    """The view's job while it computes a run (its folder may not be known yet: the worker is starting), else None."""
     job = common.view().get("job")
     if not job:
         return None
@@ -27,7 +28,7 @@ def live_job() -> dict | None:
         s = jobs.job_status(job, common.cache_root())
     except ValueError:
         return None
-    if s["state"] not in jobs.ACTIVE or not s["spec"] or s["spec"].kind != "run" or not s["progress"].get("run_key"):
+    if s["state"] not in jobs.ACTIVE or not s["spec"] or s["spec"].kind != "run":
         return None
     return s
 
@@ -47,18 +48,38 @@ def _open(path: str, sig: str) -> bif.Run | None:
 
 def current() -> tuple[bif.Run, int] | None:
     """(provisional run, query 0) while the view's job computes and has enough draws; else None (the page then
-    shows its finished run). Draws the banner and starts the refresher either way while a job computes."""
+    shows its finished run). Draws the banner and starts the refresher either way while a job computes, also
+    before the worker has made the run's folder."""
     s = live_job()
     if s is None:
+        adopt_finished()
         return None
-    run_dir = common.store().run(s["progress"]["run_key"]).dir
-    sig = signature(run_dir)
-    run = _open(str(run_dir), sig)
+    key = s["progress"].get("run_key")
+    run, sig = None, ""
+    if key:
+        run_dir = common.store().run(key).dir
+        sig = signature(run_dir)
+        run = _open(str(run_dir), sig)
     banner(s, run)
     st.fragment(_refresh, run_every=REFRESH_S)(s["id"], sig)
     if run is None and not common.view().get("run"):
         st.stop()  # nothing to show yet; the refresher keeps looking
     return (run, 0) if run is not None else None
+
+
+def adopt_finished() -> None:
+    """Once the view's run job is done, make its run the view's when it has none (once per job): the sidebar's
+    refresher can rerun the page before `_refresh` sees the end, which left the page saying that no run is open."""
+    job = common.view().get("job")
+    if not job or common.view().get("run") or st.session_state.get(ADOPTED) == job:
+        return
+    try:
+        s = jobs.job_status(job, common.cache_root())
+    except ValueError:
+        return
+    if s["state"] == "done" and s["spec"] and s["spec"].kind == "run" and s.get("result"):
+        st.session_state[ADOPTED] = job
+        common.set_view(run=s["result"]["run_key"], q=s["result"]["query"], token=None, span=None, sample=None)
 
 
 def banner(s: dict, run: bif.Run | None) -> None:
