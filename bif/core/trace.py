@@ -9,7 +9,7 @@ and bif.core.chainreader (`open_chain`, `ChainStack`) reads it back lazily.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,10 @@ class LossTrace:
     masks: dict[str, np.ndarray]  # name -> (n, P) bool
     init: dict[str, np.ndarray]  # name -> (n, P) at w*
     sampling_loss: np.ndarray  # (C, S)
+    # name -> (the losses array, its `series` over all rows (C, D, n) float64, read-only): summed once per array and
+    # shared by the traces built on the same arrays (a Run's traces share its training losses); C·D·n numbers,
+    # 1/P of the losses array's count
+    sums: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def chains(self) -> int:
@@ -62,14 +66,33 @@ class LossTrace:
         """Sequence-level losses Σ_pos ℓ (C, D, n') of the chosen rows (sum, so −Cov is additive over tokens).
 
         A memory-mapped trace (`ChainStack`) is read in blocks of draws: memory is C·D·n' numbers, never C·D·n·P.
+        All rows' series is computed once per losses array and kept in `sums` (read-only: do not change it in place).
         """
         x, mask = self.losses[name], self.masks[name][rows]
+        whole = isinstance(rows, slice) and rows == slice(None)
+        known = self.sums.get(name) if whole else None
+        if known is not None and known[0] is x:
+            return known[1]
         if not isinstance(x, ChainStack):
-            return (x[:, :, rows].astype(np.float64) * mask).sum(-1)
-        out = np.empty((x.shape[0], x.shape[1], mask.shape[0]))
-        for c, d0, block in x.chunks():
-            out[c, d0:d0 + len(block)] = (block[:, rows].astype(np.float64) * mask).sum(-1)
+            out = (x[:, :, rows].astype(np.float64) * mask).sum(-1)
+        else:
+            out = np.empty((x.shape[0], x.shape[1], mask.shape[0]))
+            for c, d0, block in x.chunks():
+                out[c, d0:d0 + len(block)] = (block[:, rows].astype(np.float64) * mask).sum(-1)
+        if whole:
+            self.sums[name] = (x, _frozen(out))
         return out
+
+    def chains_of(self, chains) -> "LossTrace":
+        """The same trace restricted to some chains (a slice or an index array), the known series sliced alike."""
+        losses = {k: v[chains] for k, v in self.losses.items()}
+        sums = {k: (losses[k], _frozen(out[chains])) for k, (x, out) in self.sums.items() if self.losses.get(k) is x}
+        return LossTrace(losses, self.masks, self.init, self.sampling_loss[chains], sums)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # shared between the traces on the same arrays
+    return a
 
 
 def save_chain(path: Path, chain: ChainTrace, dtype: str = "float32") -> None:

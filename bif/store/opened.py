@@ -75,6 +75,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self.quarantined = list(self.quarantined or [])
+        self._sums: dict = {}  # its traces' shared series (LossTrace.sums): the training losses summed once
 
     @property
     def config(self) -> SamplerConfig:
@@ -107,7 +108,7 @@ class Run:
         return LossTrace(losses={"train": self.train_losses, "query": s.losses},
                          masks={"train": self.train_mask, "query": s.mask},
                          init={"train": self.train_init, "query": s.init},
-                         sampling_loss=self.sampling_loss), row
+                         sampling_loss=self.sampling_loss, sums=self._sums), row
 
     def answered_by(self, query: int) -> str:
         """How query `query`'s losses were obtained: 'run', 'replay' or 'draws' (the run's stored draws)."""
