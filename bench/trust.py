@@ -26,6 +26,7 @@ import numpy as np
 
 PRESETS = ("demo-cpu", "careful-cpu")
 SEEDS = (0, 1)
+NULL_REPLICAS = 4  # null replicas per query (circular shifts, bif.core.null.check): 4× the null queries
 NULL_MARGIN = 2.0  # real findings per query must exceed NULL_MARGIN × the null's to count as better than noise
 FAST = {"draws": 20, "burn_in": 10}  # --quick: the presets' chains and settings, far fewer draws (a smoke check)
 
@@ -44,7 +45,7 @@ class SeedResult:
     seconds: float  # sampling + scoring, summed over chains (as stored with each chain, also for a cached run)
     verdict: str  # bif.diagnose
     real: np.ndarray  # (q,) findings per query
-    null: np.ndarray  # (q,) false findings per query under the null
+    null: np.ndarray  # (R·q,) false findings per query under each of R null replicas
     reciprocal_ranks: list  # (q,) 1/rank of the source, None where it is not among the ranked samples
     flagged: list  # (q,) sets of flagged training ids
     cached: bool = False  # opened from the cache (computed earlier, under a load not recorded here)
@@ -72,7 +73,7 @@ class PresetTrust:
 
     @property
     def null_queries_with_any(self) -> float:
-        """Fraction of (seed, query) pairs where the null flags anything: BH at 5 % allows at most 0.05."""
+        """Fraction of (seed, replica, query) triples where the null flags anything: BH at 5 % allows at most 0.05."""
         return float(np.mean(np.concatenate([s.null > 0 for s in self.seeds])))
 
     def verdict(self) -> str:
@@ -87,7 +88,7 @@ class PresetTrust:
                     "findings are no evidence.")
         return (f"{self.preset}: real findings {real:.2f} per query vs the null's {fake:.2f} "
                 f"({real / fake:.0f}× as many)" if fake else f"{self.preset}: real findings {real:.2f} per query, the "
-                "null's 0") + (f"; the null flags something in {self.null_queries_with_any:.0%} of the queries "
+                "null's 0") + (f"; the null flags something in {self.null_queries_with_any:.1%} of its queries "
                                f"({'within' if within else 'ABOVE'} the {NOMINAL:.0%} that BH allows).")
 
     @property
@@ -127,7 +128,7 @@ def measure(preset_name: str, model, data, answers: list[KnownAnswer], cache_roo
         wall = time.perf_counter() - t0
         seconds = sum(chain_seconds(RunFiles(run.dir).chain(c)) for c in range(cfg.chains))
         pairs = [run.trace(i) for i in range(len(answers))]
-        check = null.check(pairs)
+        check = null.check(pairs, replicas=NULL_REPLICAS)
         rr, flagged = [], []
         for (trace, row), a in zip(pairs, answers):
             s = influence.samples(trace, row)
@@ -156,8 +157,9 @@ def report(results: list[PresetTrust], n_queries: int) -> list[str]:
     lines = [f"trust on the TEST set ({n_queries} held-out paraphrase queries, never used to choose a preset); "
              f"ranked: {results[0].how_scored}",
              f"| preset | findings per query (seed {seeds}) | null: false findings per query (seed {seeds}); rate "
-             f"per ranked entry; queries where it flags anything | source MRR (seed {seeds}; queries whose source "
-             "is ranked) | flagged-set Jaccard between seeds | cost per run (s) | verdict | load avg |",
+             f"per ranked entry; null queries where it flags anything ({NULL_REPLICAS} replicas per query) | "
+             f"source MRR (seed {seeds}; queries whose source is ranked) | flagged-set Jaccard between seeds | "
+             "cost per run (s) | verdict | load avg |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         mrr = [r.mrr(s) for s in r.seeds]
@@ -165,14 +167,15 @@ def report(results: list[PresetTrust], n_queries: int) -> list[str]:
         load = " / ".join("cached" if s.cached else "" for s in r.seeds) if any(s.cached for s in r.seeds) else ""
         lines.append(f"| {r.preset} | {_per_seed([s.real.mean() for s in r.seeds], '.2f')} | "
                      f"{_per_seed([s.null.mean() for s in r.seeds], '.2f')}; {r.null_rate:.1e}; "
-                     f"{r.null_queries_with_any:.0%} | {_per_seed([m for m, _ in mrr], '.2f')} ({mrr[0][1]} of "
+                     f"{r.null_queries_with_any:.1%} | {_per_seed([m for m, _ in mrr], '.2f')} ({mrr[0][1]} of "
                      f"{len(r.seeds[0].real)}) | "
                      + (f"{j:.2f} ({nj} queries flag something)" if r.jaccard else "— (one seed)")
                      + f" | {_per_seed([s.seconds for s in r.seeds], '.0f')} | "
                      f"{' / '.join(s.verdict for s in r.seeds)} | {r.load[0]:.1f} → {r.load[1]:.1f}"
                      + (f" ({load})" if load else "") + " |")
     lines.append("null = the same finding rule with each query's losses taken from another, independent chain "
-                 "(zero influence by construction; docs/method.md §4). Cost: sampling + scoring seconds summed over "
+                 f"(zero influence by construction; {NULL_REPLICAS} replicas per query, circular shifts of that "
+                 "chain; docs/method.md §4). Cost: sampling + scoring seconds summed over "
                  "the chains, one torch thread; compare only under similar load ('cached': computed earlier, at a "
                  "load not recorded here).")
     lines += [r.verdict() for r in results]

@@ -72,3 +72,34 @@ def test_null_of_a_four_chain_run_of_the_tiny_model_flags_nothing(tiny_lm, tiny_
                           cache_root=tmp_path)
     result = null.check([run.trace(i) for i in range(len(run.queries))])
     assert result.no_findings_reason is None and result.null.sum() == 0, result.sentence()
+
+
+def pure_noise(C=4, D=100, n=256, q=120, seed=0) -> LossTrace:
+    """Independent Gaussian losses: every pairing is a null, the real one included."""
+    rng = np.random.default_rng(seed)
+    return LossTrace(losses={"train": rng.normal(size=(C, D, n, 1)), "query": rng.normal(size=(C, D, q, 1))},
+                     masks={"train": np.ones((n, 1), bool), "query": np.ones((q, 1), bool)},
+                     init={"train": np.zeros((n, 1)), "query": np.zeros((q, 1))}, sampling_loss=np.zeros((C, 2)))
+
+
+def test_replication_removes_the_false_findings_that_bh_alone_allows(monkeypatch):
+    """BH at 5 % flags something in ≈ 5 % of pure-noise queries, by design. Given such a pooled score, halves
+    that agree pass a 5 % check almost surely (the old rule: it removed none); each half at 0.1 % removes them."""
+    trace = pure_noise()
+    flagged = lambda: sum(influence.samples(trace, i).significant.any() for i in range(120))  # noqa: E731
+    bh_only = sum(influence.pooled_samples(trace, i).significant.any() for i in range(120))
+    assert bh_only >= 3, "BH alone: a few pure-noise queries have a 'finding'"
+    monkeypatch.setattr(influence, "REPLICATION_P", 0.05)
+    assert flagged() == bh_only, "a 5 % check in each half replicated nothing"
+    monkeypatch.undo()
+    assert flagged() == 0, "each half at 0.1 %: no finding on pure noise"
+
+
+def test_null_replicas_are_circular_shifts_of_the_other_chain_and_all_count():
+    trace, q = ar_trace(4, 100)
+    one, four = null.check([(trace, i) for i in range(q)]), null.check([(trace, i) for i in range(q)], replicas=4)
+    assert len(one.null) == q and len(four.null) == 4 * q and four.replicas == 4
+    assert np.array_equal(four.null[:q], one.null), "replica 0 is the unshifted null"
+    assert np.array_equal(four.real, one.real) and "× 4 null replicas" in four.sentence()
+    shifted = null.null_trace(trace, shift=25).losses["query"]
+    assert np.array_equal(shifted[0, 25:], trace.losses["query"][null.null_permutation(4)[0], :75])

@@ -14,7 +14,6 @@ from bif.service import cost, jobs, jobspec
 from views import common
 
 CHOICES = {"preconditioner": PRECONDITIONERS, "score_dtype": DTYPES, "trace_dtype": TRACE_DTYPES}
-AGREE = MEASURED["seed_agreement"]  # tuning queries
 TEST_AGREE, NULL_ANY = MEASURED["test_agreement"], MEASURED["test_null_queries"]  # held-out queries
 KEEP = {"persist_state": "session"}  # keep what was typed when the user visits another page and comes back
 PLAIN = {"step_size": "Step size", "nbeta": "Pull towards low training loss", "gamma": "Pull back to the trained weights",
@@ -88,10 +87,10 @@ def sampler_section(model: bif.ModelSpec) -> tuple[str, bif.SamplerConfig]:
     name = st.selectbox("Preset", list(bif.PRESETS), key="preset", **KEEP,
                         help="demo-cpu: a few minutes on a CPU, strongest influences only (on 51 held-out "
                              f"queries two seeds agreed on {TEST_AGREE['demo-cpu'] * 100:.0f} % of its findings, "
-                             f"and its null flagged something for {NULL_ANY['demo-cpu'] * 100:.0f} % of them). "
-                             "careful-cpu: about 3× longer, tighter error bars (on the 12 queries used for tuning "
-                             f"{AGREE['careful-cpu'] * 100:.0f} % against demo-cpu's {AGREE['demo-cpu'] * 100:.0f} %; "
-                             "not yet measured on held-out ones). README, `python -m bif bench`. paper-gpu: for a "
+                             f"and its null flagged something for {NULL_ANY['demo-cpu'] * 100:.1f} % of them). "
+                             "careful-cpu: about 4× the draws, tighter error bars, about twice the findings (on the "
+                             f"same queries {TEST_AGREE['careful-cpu'] * 100:.0f} % agreement, null "
+                             f"{NULL_ANY['careful-cpu'] * 100:.1f} %). README, `python -m bif bench`. paper-gpu: for a "
                              "GPU. smollm2-gpu: paper-gpu with a 10× smaller step, for SmolLM2 "
                              "(picked for it automatically). smoke: seconds, for checks, not findings.")
     own = built_in and bif.PRESETS[built_in.preset]

@@ -37,34 +37,39 @@ def null_permutation(chains: int) -> np.ndarray:
     return np.concatenate([np.roll(np.arange(chains)[h], -1) for h in halves])
 
 
-def null_trace(trace: LossTrace, queries: str = "query") -> LossTrace:
+def null_trace(trace: LossTrace, queries: str = "query", shift: int = 0) -> LossTrace:
     """The trace with the query set's losses re-paired across independent chains (zero influence by construction).
 
+    shift: the other chain's query losses are also rotated by this many draws (a circular shift along D). Any
+    function of an independent chain is still independent, so every shift is an exact null too; different shifts
+    give further null replicas of one run (`check(..., replicas=R)`), which measures the null's rate more precisely.
     Only the query set is permuted (it is small: (C, D, q, Pq)); the training losses stay as they are, memory-mapped
     or not.
     """
     perm = null_permutation(trace.chains)
     losses = dict(trace.losses)
-    losses[queries] = np.asarray(trace.losses[queries])[perm]
+    losses[queries] = np.roll(np.asarray(trace.losses[queries])[perm], shift, axis=1)
     return LossTrace(losses, trace.masks, trace.init, trace.sampling_loss)
 
 
-def null_samples(trace: LossTrace, query: int, token: int | None = None) -> Scores:
+def null_samples(trace: LossTrace, query: int, token: int | None = None, shift: int = 0) -> Scores:
     """`influence.samples` on the null trace: its `significant` entries are false findings."""
-    return influence.samples(null_trace(trace), query, token)
+    return influence.samples(null_trace(trace, shift=shift), query, token)
 
 
 @dataclass(frozen=True)
 class NullCheck:
     """Findings of the real run and of its null, per query (same scored samples, same rule).
 
-    `real`, `null`: (q,) number of flagged samples per query; `n_scored`: samples ranked per query.
+    `real`: (q,) number of flagged samples per query; `null`: (R·q,) the same for each of R null replicas (circular
+    shifts, replica-major); `n_scored`: samples ranked per query.
     """
 
     real: np.ndarray
     null: np.ndarray
     n_scored: int
     no_findings_reason: str | None = None
+    replicas: int = 1
 
     @property
     def queries(self) -> int:
@@ -80,12 +85,12 @@ class NullCheck:
 
     @property
     def null_rate(self) -> float:
-        """False findings per ranked entry under the null (flagged / (n_scored × queries))."""
-        return float(np.sum(self.null)) / max(1, self.n_scored * self.queries)
+        """False findings per ranked entry under the null (flagged / (n_scored × queries × replicas))."""
+        return float(np.sum(self.null)) / max(1, self.n_scored * len(self.null))
 
     @property
     def null_queries_with_any(self) -> float:
-        """Fraction of queries where the null flags anything (BH at 5 % allows at most NOMINAL)."""
+        """Fraction of (replica, query) pairs where the null flags anything (BH at 5 % allows at most NOMINAL)."""
         return float(np.mean(self.null > 0)) if self.queries else float("nan")
 
     def sentence(self) -> str:
@@ -94,6 +99,8 @@ class NullCheck:
             return ("Null check: not applicable, the finding rule flags nothing in this run (real or null). "
                     + self.no_findings_reason)
         q = "query" if self.queries == 1 else f"{self.queries} queries"
+        if self.replicas > 1:
+            q += f" × {self.replicas} null replicas"
         return (f"Null check ({q}): with the query's losses taken from another, independent chain (zero influence "
                 f"by construction) the same rule flags {_count(self.null_per_query)} of {self.n_scored} samples per "
                 f"query (rate {self.null_rate:.1e}); on the real pairing it flags {_count(self.real_per_query)}.")
@@ -103,13 +110,17 @@ def _count(x: float) -> str:
     return f"{x:.0f}" if x == int(x) else f"{x:.2f}"
 
 
-def check(pairs, token: int | None = None) -> NullCheck:
-    """NullCheck over (trace, row) pairs, one per query (e.g. `[run.trace(i) for i in range(len(run.queries))]`)."""
-    real, null, n, reason = [], [], 0, None
+def check(pairs, token: int | None = None, replicas: int = 1) -> NullCheck:
+    """NullCheck over (trace, row) pairs, one per query (e.g. `[run.trace(i) for i in range(len(run.queries))]`).
+
+    replicas: null replicas per query, replica r shifting the other chain's query losses by r·D/R draws (each an
+    exact null; `bif bench` uses 4, the views 1)."""
+    real, null, n, reason = [], [[] for _ in range(replicas)], 0, None
     for trace, row in pairs:
         s = influence.samples(trace, row, token)
-        z = null_samples(trace, row, token)
         real.append(int(s.significant.sum()))
-        null.append(int(z.significant.sum()))
+        D = trace.losses["query"].shape[1]
+        for r in range(replicas):
+            null[r].append(int(null_samples(trace, row, token, shift=r * D // replicas).significant.sum()))
         n, reason = len(s.significant), s.no_findings_reason
-    return NullCheck(np.array(real, dtype=int), np.array(null, dtype=int), n, reason)
+    return NullCheck(np.array(real, dtype=int), np.array(null, dtype=int).ravel(), n, reason, replicas)
