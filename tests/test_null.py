@@ -103,3 +103,13 @@ def test_null_replicas_are_circular_shifts_of_the_other_chain_and_all_count():
     assert np.array_equal(four.real, one.real) and "× 4 null replicas" in four.sentence()
     shifted = null.null_trace(trace, shift=25).losses["query"]
     assert np.array_equal(shifted[0, 25:], trace.losses["query"][null.null_permutation(4)[0], :75])
+
+
+def test_the_null_reuses_the_summed_training_losses_and_never_the_real_query_sums():
+    trace, q = ar_trace(4, 100)
+    fresh = null.check([(ar_trace(4, 100)[0], i) for i in range(q)])
+    trace.series("train"), trace.series("query")  # the real pairing's sums are now known
+    shared = null.check([(trace, i) for i in range(q)])
+    assert np.array_equal(shared.null, fresh.null) and np.array_equal(shared.real, fresh.real)
+    assert null.null_trace(trace).series("train") is trace.series("train"), "summed once, shared"
+    assert not np.array_equal(null.null_trace(trace).series("query"), trace.series("query"))

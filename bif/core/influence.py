@@ -74,9 +74,8 @@ def chain_halves(chains: int) -> tuple[slice, slice]:
 
 
 def select_chains(trace: LossTrace, chains=slice(None)) -> LossTrace:
-    """The same trace restricted to some chains (a slice or an index array)."""
-    return LossTrace({k: v[chains] for k, v in trace.losses.items()}, trace.masks, trace.init,
-                     trace.sampling_loss[chains])
+    """The same trace restricted to some chains (a slice or an index array), its summed series kept (sliced)."""
+    return trace.chains_of(chains)
 
 
 def _finding_rule(view, trace: LossTrace) -> Scores:

@@ -49,7 +49,9 @@ def null_trace(trace: LossTrace, queries: str = "query", shift: int = 0) -> Loss
     perm = null_permutation(trace.chains)
     losses = dict(trace.losses)
     losses[queries] = np.roll(np.asarray(trace.losses[queries])[perm], shift, axis=1)
-    return LossTrace(losses, trace.masks, trace.init, trace.sampling_loss)
+    # the same memo of summed series: its training entry still matches (same array); entries are keyed by identity,
+    # so the permuted query losses never read the real pairing's sums
+    return LossTrace(losses, trace.masks, trace.init, trace.sampling_loss, trace.sums)
 
 
 def null_samples(trace: LossTrace, query: int, token: int | None = None, shift: int = 0) -> Scores:
