@@ -139,21 +139,23 @@ def frontier(cache: str, preset_name: str = "demo-cpu", steps=(100, 200, 400, 80
         for seed in seeds:
             cfg = preset(preset_name, seed=seed, draws=draws, **({"burn_in": 10} if quick else {}))
             t = time.perf_counter()
-            runs.append(compute_run(ModelSpec("demo"), DataSpec("demo"), queries, cfg, cache))
+            runs.append(compute_run(ModelSpec("demo"), DataSpec("demo", n_scored=None), queries, cfg, cache))
             seconds.append(time.perf_counter() - t)
-        js, rr = [], [[] for _ in seeds]
+        js, rr, found = [], [[] for _ in seeds], [0 for _ in seeds]
         for qi, src in enumerate(sources):
             flagged = []
             for si, run in enumerate(runs):
                 s = influence.samples(*run.trace(qi))
                 flagged.append({run.train_ids[i] for i in np.flatnonzero(s.significant)})
+                found[si] += len(flagged[-1])
                 order = [run.train_ids[i] for i in np.argsort(-s.support)]
                 rr[si].append(1.0 / (order.index(src) + 1) if src in order else 0.0)
             j = jaccard(sorted(flagged[0]), sorted(flagged[1]))
             if j is not None:
                 js.append(j)
         rows.append({"draws": draws, "jaccard_mean": float(np.mean(js)) if js else None, "queries_flagged": len(js),
-                     "mrr": [float(np.mean(r)) for r in rr], "seconds": seconds, "queries": len(sources)})
+                     "mrr": [float(np.mean(r)) for r in rr], "seconds": seconds, "queries": len(sources),
+                     "findings_per_query": [f / len(sources) for f in found]})
     return rows
 
 
@@ -165,6 +167,8 @@ def main(args) -> None:
     cache = args.cache
     quick = args.quick
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    if getattr(args, "frontier_only", False):
+        return print_frontier(args)
     cfg = preset(args.preset, **({"draws": 20, "burn_in": 10} if quick else {})).to_dict()
     r = first_provisional(cache, _demo_request(cache, cfg))
     err = "n/a" if r["estimate_error"] is None else f"{r['estimate_error']:+.0%}"
@@ -183,14 +187,26 @@ def main(args) -> None:
     print(f"ranking the whole training set: {k['rows']} more texts in {k['seconds']:.0f} s ({k['ranked']} ranked)")
     d = disk(run.dir)
     print("disk of the run: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in d.items()))
-    if getattr(args, "no_frontier", False):
-        return
-    steps = (10, 20, 40, 80) if quick else (100, 200, 400, 800)
-    print("trust frontier on the held-out TEST paraphrases (each size extends the one before):")
-    print("| draws per chain | flagged-set Jaccard, seeds 0 vs 1 (queries flagging) | source MRR seed 0 / 1 | seconds |")
-    print("|---|---|---|---|")
-    for row in frontier(cache, args.preset, steps, quick=quick):
+    if not getattr(args, "no_frontier", False):
+        print_frontier(args)
+
+
+def print_frontier(args) -> None:
+    """The frontier table (--frontier-steps; --quick: 10, 20, 40, 80 draws and 4 queries), with the load."""
+    from bif.errors import ConfigError
+
+    try:
+        steps = (10, 20, 40, 80) if args.quick else tuple(int(x) for x in args.frontier_steps.split(","))
+    except ValueError:
+        raise ConfigError(f"--frontier-steps {args.frontier_steps}: give draws per chain, e.g. 100,200,400.") from None
+    print("trust frontier on the held-out TEST paraphrases, all training texts ranked (each size extends the one "
+          "before; seconds include cached runs at ~0):")
+    print("| draws per chain | findings per query, seed 0 / 1 | flagged-set Jaccard, seeds 0 vs 1 (queries flagging) "
+          "| source MRR seed 0 / 1 | seconds |")
+    print("|---|---|---|---|---|")
+    for row in frontier(args.cache, args.preset, steps, quick=args.quick):
         j = "n/a" if row["jaccard_mean"] is None else f"{row['jaccard_mean']:.2f}"
-        print(f"| {row['draws']} | {j} ({row['queries_flagged']} of {row['queries']}) | "
+        f0, f1 = row["findings_per_query"]
+        print(f"| {row['draws']} | {f0:.2f} / {f1:.2f} | {j} ({row['queries_flagged']} of {row['queries']}) | "
               f"{row['mrr'][0]:.2f} / {row['mrr'][1]:.2f} | {' + '.join(f'{s:.0f}' for s in row['seconds'])} |")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -22,3 +22,15 @@ def test_interactive_measurements_on_a_tiny_run(tiny_lm, tiny_corpus, tmp_path):
     d = interactive.disk(run.dir)
     assert d["draws"] > 0 and d["chains"] > 0 and d["states"] > 0
     assert abs(d["total"] - sum(v for key, v in d.items() if key != "total")) < 1e-9
+
+
+def test_frontier_steps_that_are_not_numbers_get_a_message():
+    import argparse
+
+    import pytest
+
+    from bif.errors import ConfigError
+
+    args = argparse.Namespace(quick=False, frontier_steps="100,lots", cache="cache", preset="demo-cpu")
+    with pytest.raises(ConfigError, match="give draws per chain"):
+        interactive.print_frontier(args)

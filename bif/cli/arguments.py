@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
                    "the trust frontier of growing runs on the held-out TEST queries")
     b.add_argument("--replay", action="store_true", help="with --interactive: also measure a replay (minutes)")
     b.add_argument("--no-frontier", action="store_true", help="with --interactive: skip the trust frontier")
+    b.add_argument("--frontier-only", action="store_true", help="with --interactive: only the trust frontier")
+    b.add_argument("--frontier-steps", default="100,200,400,800",
+                   help="with --interactive: draws per chain of the frontier's growing runs (default 100,200,400,800)")
     b.add_argument("--peer", choices=("devinterp",), help="only whole runs against devinterp 2.0.1 on the same "
                    "fixtures, alternating (bench/peer.py; README 'Against the authors' code')")
     b.add_argument("--peer-python", help="with --peer: a Python where devinterp is installed (default: this one)")
