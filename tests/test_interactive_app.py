@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
 import bif
 from tests.tiny import job_spec
@@ -13,6 +14,7 @@ from bif.core.trace import open_chain
 from bif.service import jobs, worker
 from bif.layout import GROWS_FROM
 from tests.test_app import app, html
+from views.provisional import worth_redrawing
 
 
 def _computing(tiny_run, tmp_path, written=6):
@@ -36,11 +38,26 @@ def _computing(tiny_run, tmp_path, written=6):
     return root, run, job_id
 
 
+def _finished(tiny_run, tmp_path):
+    """The computing run of `_computing`, then finished: its last chain sealed, the job done."""
+    root, run, job_id = _computing(tiny_run, tmp_path)
+    d = root / "runs" / run.key
+    (d / "chain_001.partial").unlink()
+    shutil.copy(run.dir / "chain_001.safetensors", d)
+    shutil.copy(run.dir / "COMPLETE", d)
+    status = {"state": "done", "pid": os.getpid(), "result": {"run_key": run.key, "query": 0}}
+    (jobs.job_dir(job_id, root) / "status.json").write_text(json.dumps(status))
+    return root, run, job_id
+
+
 def test_influence_page_shows_provisional_results_while_the_run_computes(tiny_run, tmp_path):
     root, run, job_id = _computing(tiny_run, tmp_path)
     at = app(root, "views/influence.py", job=job_id)
     text = " ".join(m.value for m in at.markdown)
     assert "Provisional" in text and "from 6 of 10 draws per chain" in text and "12 draws in all" in text
+    assert "Nothing is marked as standing out until 4 chains are in" in text, "2 chains: no findings yet"
+    rule = [m.proto.help for m in at.markdown if "Provisional" in m.value][0]
+    assert "the chains and number of draws with the most draws in all, from 2 chains × 2 draws on" in rule
     assert 'class="bif-tok' in html(at) and at.get("plotly_chart"), "the views are drawn from the draws so far"
     bar = at.get("progress")[0].proto.text
     assert bar.startswith("Sampling chain 2 of 2")
@@ -51,13 +68,7 @@ def test_influence_page_shows_provisional_results_while_the_run_computes(tiny_ru
 
 
 def test_provisional_banner_goes_when_the_run_is_finished(tiny_run, tmp_path):
-    root, run, job_id = _computing(tiny_run, tmp_path)
-    d = root / "runs" / run.key
-    (d / "chain_001.partial").unlink()
-    shutil.copy(run.dir / "chain_001.safetensors", d)
-    shutil.copy(run.dir / "COMPLETE", d)
-    status = {"state": "done", "result": {"run_key": run.key, "query": 0}}
-    (jobs.job_dir(job_id, root) / "status.json").write_text(json.dumps(status))
+    root, run, job_id = _finished(tiny_run, tmp_path)
     at = app(root, "views/influence.py", job=job_id, run=run.key)
     assert not any("Provisional" in m.value for m in at.markdown)
     assert 'class="bif-tok' in html(at)
@@ -95,13 +106,7 @@ def test_before_enough_draws_the_page_says_when_results_will_come(tiny_run, tmp_
 
 def test_a_page_rerun_after_the_job_ended_shows_its_run(tiny_run, tmp_path):
     """The sidebar's refresher may rerun the page first when the job ends: the page still opens the job's run."""
-    root, run, job_id = _computing(tiny_run, tmp_path)
-    d = root / "runs" / run.key
-    (d / "chain_001.partial").unlink()
-    shutil.copy(run.dir / "chain_001.safetensors", d)
-    shutil.copy(run.dir / "COMPLETE", d)
-    status = {"state": "done", "pid": os.getpid(), "result": {"run_key": run.key, "query": 0}}
-    (jobs.job_dir(job_id, root) / "status.json").write_text(json.dumps(status))
+    root, run, job_id = _finished(tiny_run, tmp_path)
     at = app(root, "views/influence.py", job=job_id)  # no run= : as if the provisional view had never set it
     assert not any("No run is open" in i.value for i in at.info)
     assert 'class="bif-tok' in html(at) and not any("Provisional" in m.value for m in at.markdown)
@@ -114,3 +119,15 @@ def test_before_the_worker_made_the_runs_folder_the_page_waits_for_it(tiny_run, 
     at = app(root, "views/influence.py", job=job_id)
     assert any("Provisional results appear here once" in m.value for m in at.markdown)
     assert not any("No run is open" in i.value for i in at.info), "it waits (and refreshes), not 'no run'"
+
+
+@pytest.mark.parametrize("old, new, redraw", [
+    ("", "0,1:2", True),  # the first view
+    ("0,1:2", "0,1:3", True),  # at least one more draw per chain
+    ("0,1:20", "0,1:21", False), ("0,1:20", "0,1:22", True),  # then 10 % more
+    ("0,1:100", "0,1:109", False), ("0,1:100", "0,1:110", True),
+    ("0,1:40", "0,1,2,3:30", True),  # other chains joined
+    ("0,1:5", "0,1:5", False), ("0,1:5", "", False),
+])
+def test_the_page_is_drawn_again_at_ten_percent_more_draws_or_other_chains(old, new, redraw):
+    assert worth_redrawing(old, new) is redraw

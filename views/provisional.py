@@ -1,8 +1,8 @@
 """Provisional results on the Influence page while the view's run job computes (bif.store.partial).
 
-The page then draws the run as far as it has sampled, under a banner that says so, and refreshes whenever new
-draws arrive; when the job finishes, the finished run replaces it and the banner goes. Not a page:
-views/influence.py calls `current`.
+The page then draws the run as far as it has sampled, under a banner that says so, and is drawn again as draws
+arrive (at 10 % more pooled draws per chain, or when other chains join); when the job finishes, the finished run
+replaces it and the banner goes. Not a page: views/influence.py calls `current`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import streamlit as st
 
 import bif
+from bif.core.findings import MIN_CHAINS as FINDING_CHAINS
 from bif.service import jobs
-from bif.store.partial import MIN_CHAINS, MIN_DRAWS, chain_progress, open_partial
+from bif.store.partial import MIN_CHAINS, MIN_DRAWS, chain_progress, open_partial, pick_chains
 from views import common
 from views.jobview import describe
 
-REFRESH_S = 2.0  # how often the page looks for new draws
+REFRESH_S = 1.0  # how often the page looks for new draws (a look is a few small reads; a redraw costs more)
+REDRAW_PERCENT = 10  # the page is drawn again once the pooled draws per chain grew by 10 % (at least one)
 ADOPTED = "adopted_job"  # session key: the finished job whose run the view was given (once per job)
 
 
@@ -34,9 +36,23 @@ def live_job() -> dict | None:
 
 
 def signature(run_dir) -> str:
-    """Changes when any chain of the computing run gains a draw."""
+    """'chains:draws per chain' that a provisional view of the computing run pools now (bif.store.partial.
+    pick_chains); '' while there are not enough draws."""
     cfg = (common.run_request(run_dir.name) or {}).get("config") or {}
-    return ",".join(str(w) for _, w in chain_progress(run_dir, int(cfg.get("chains", 0))))
+    chains, draws = pick_chains([w for _, w in chain_progress(run_dir, int(cfg.get("chains", 0)))])
+    return f"{','.join(map(str, chains))}:{draws}" if chains else ""
+
+
+def worth_redrawing(old: str, new: str) -> bool:
+    """Whether the page should be drawn again for signature `new` when it shows `old`: the first view, other
+    chains, or REDRAW_PERCENT % more draws per chain (at least one more). A rerun of the whole page costs seconds
+    on a busy CPU, while new draws come every second."""
+    if new == old or not new:
+        return False
+    if not old or old.split(":")[0] != new.split(":")[0]:
+        return True
+    have, now = int(old.split(":")[1]), int(new.split(":")[1])
+    return now >= have + max(1, -(-have * REDRAW_PERCENT // 100))  # integer ceiling: 100 -> 110, not 111
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -59,7 +75,7 @@ def current() -> tuple[bif.Run, int] | None:
     if key:
         run_dir = common.store().run(key).dir
         sig = signature(run_dir)
-        run = _open(str(run_dir), sig)
+        run = _open(str(run_dir), sig) if sig else None
     banner(s, run)
     st.fragment(_refresh, run_every=REFRESH_S)(s["id"], sig)
     if run is None and not common.view().get("run"):
@@ -90,10 +106,18 @@ def banner(s: dict, run: bif.Run | None) -> None:
                         f"{MIN_DRAWS} draws each.")
         else:
             part = run.partial
+            few = len(part.chains) < FINDING_CHAINS
             st.markdown(f":orange-badge[Provisional] **from {part.draws} of {part.target} draws per chain "
                         f"({len(part.chains)} of {run.config.chains} chains, {part.draws * len(part.chains)} draws in "
                         "all).** The error bars are wide and shrink as draws arrive; rankings may still change. "
-                        "The mark goes when the run is finished.")
+                        + (f"Nothing is marked as standing out until {FINDING_CHAINS} chains are in. " if few else "")
+                        + "The mark goes when the run is finished.",
+                        help=f"It pools the same number of draws from each chain it uses: the chains and number of "
+                             f"draws with the most draws in all, from {MIN_CHAINS} chains × {MIN_DRAWS} draws on "
+                             "(bif.store.partial). A chain still sampling adds its draws when that gives more in "
+                             "all; while a run grows, its chains count once they hold more than the shorter run. "
+                             f"The page is drawn again at {REDRAW_PERCENT} % more draws per chain, or when other "
+                             "chains join.")
         st.progress(min(max(float(p.get("fraction", 0.0)), 0.0), 1.0), text=describe(p))
 
 
@@ -106,5 +130,5 @@ def _refresh(job_id: str, sig: str) -> None:
             common.set_view(run=s["result"]["run_key"], q=s["result"]["query"], token=None, span=None, sample=None)
         st.rerun(scope="app")
     key = s["progress"].get("run_key")
-    if key and signature(common.store().run(key).dir) != sig:
+    if key and worth_redrawing(sig, signature(common.store().run(key).dir)):
         st.rerun(scope="app")
