@@ -16,6 +16,8 @@ def test_draws_per_pass_keeps_passes_small():
     assert draws_per_pass(rows=1, n_params=800_000) == 64
     assert draws_per_pass(rows=64, n_params=800_000) == 1
     assert draws_per_pass(rows=1, n_params=100_000_000) == 1  # 64 copies would not fit the parameter budget
+    assert draws_per_pass(rows=1, n_params=800_000, largest=262_144) == 16  # the embedding's 16 copies: 16 MiB
+    assert draws_per_pass(rows=1, n_params=800_000, largest=50_000_000) == 1
 
 
 @pytest.mark.parametrize("per_pass", [1, 3, 7])

@@ -22,6 +22,7 @@ from bif.core.examples import Examples
 
 SEQUENCES_PER_PASS = 64  # rows × draws in one vmapped pass
 PARAM_BYTES = 1 << 28  # stacked parameter copies per pass (256 MiB)
+BLOCK_BYTES = 1 << 24  # the largest parameter's stacked copy per pass (16 MiB): see draws_per_pass
 
 
 @contextmanager
@@ -38,9 +39,14 @@ def free_threads():
         torch.set_num_threads(before)
 
 
-def draws_per_pass(rows: int, n_params: int, limit: int = SEQUENCES_PER_PASS) -> int:
-    """How many draws to stack in one pass for `rows` rows of `n_params` sampled parameters (≥ 1)."""
-    return max(1, min(limit // max(rows, 1), PARAM_BYTES // max(4 * n_params, 1)))
+def draws_per_pass(rows: int, n_params: int, largest: int = 0, limit: int = SEQUENCES_PER_PASS) -> int:
+    """How many draws to stack in one pass for `rows` rows of `n_params` sampled parameters, the largest of
+    `largest` elements (≥ 1). A stacked copy larger than BLOCK_BYTES is fresh memory at every pass (glibc maps
+    blocks over 32 MiB anew and unmaps them when freed), and its page faults cost more than the batching saves:
+    a 37-token question at the demo's 400 draws took 1.55 s at 64 draws per pass (the embedding's copy 64 MiB,
+    450 000 page faults) against 0.93 s at 16 (13 000), one thread, in a worker thread as the app scores."""
+    return max(1, min(limit // max(rows, 1), PARAM_BYTES // max(4 * n_params, 1),
+                      BLOCK_BYTES // max(4 * largest, 1)))
 
 
 @torch.no_grad()
@@ -52,7 +58,7 @@ def lm_losses_at_draws(model: torch.nn.Module, examples: Examples, chain, draws:
     w_star = {n: params[n].detach().float() for n in chain.names}
     n_params = sum(v.numel() for v in w_star.values())
     rows, P = examples.mask.shape
-    K = per_pass or draws_per_pass(rows, n_params)
+    K = per_pass or draws_per_pass(rows, n_params, max(v.numel() for v in w_star.values()))
     out = torch.zeros(draws, rows, P, dtype=torch.float32)
     inputs, mask = examples.batch(torch.arange(rows), device)  # (n, T), (n, P')
     ids, am = inputs["input_ids"], inputs.get("attention_mask")

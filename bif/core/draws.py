@@ -281,9 +281,9 @@ def score_at_draws(model: torch.nn.Module, loss_fn, examples, chain: ChainDraws,
     D = chain.written if draws is None else draws
     if D > chain.written:
         raise CacheError(f"Draw {D - 1} of {chain.path.name} is not written yet ({chain.written} are).")
-    n_params = sum(int(np.prod(chain.maps[f"delta.{n}"].shape[1:])) for n in chain.names)
+    sizes = [int(np.prod(chain.maps[f"delta.{n}"].shape[1:])) for n in chain.names]
     if batched and loss_fn is lm_token_loss and autocast_dtype is None and \
-            draws_per_pass(len(examples), n_params) > 1 and len(examples) <= batch_size:
+            draws_per_pass(len(examples), sum(sizes), max(sizes, default=0)) > 1 and len(examples) <= batch_size:
         return lm_losses_at_draws(model, examples, chain, D, device, progress=progress)
     applier = applier or DrawApplier(model, chain.names)
     out = torch.zeros(D, len(examples), examples.positions, dtype=torch.float32)
