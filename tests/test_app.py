@@ -387,3 +387,12 @@ def test_compare_page_puts_two_queries_side_by_side(two_query_run, tiny_run):
     assert list(table.columns) == ["training sample", "left: support", "right: support", "text"] and len(table)
     at = app(tiny_run[0], "views/compare.py", run=tiny_run[1].key)
     assert "has one query" in at.info[0].value
+
+
+def test_the_app_does_not_watch_its_source_files():
+    """Streamlit's file watcher walked the whole tree (the venv too) on every burst of file events a run makes, a
+    core's worth of CPU in the app process (README "Interactive runs"): the app's config turns it off."""
+    import tomllib
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none" and config["server"]["runOnSave"] is False
