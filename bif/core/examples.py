@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from bif.core import packing
+
 # (model, inputs: dict of (B, ...) tensors) -> per-position losses (B, P); masked positions may hold anything.
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 
@@ -101,13 +103,19 @@ def lm_token_loss(model: torch.nn.Module, inputs: dict, mask: torch.Tensor | Non
 
     Position p is the loss of predicting token p+1 from tokens ≤ p. With `mask` (B, T-1), only masked-in
     positions go through the LM head (others are 0): for a model whose logits are just `lm_head(hidden)`, which
-    is checked numerically once per model, this costs about one bare forward pass.
+    is checked numerically once per model, this costs about one bare forward pass. With gradients on (an SGLD
+    step) and a mask, the rows are packed when that saves work (bif.core.packing): equal to the padded batch up
+    to float rounding.
     """
     ids = inputs["input_ids"]  # (B, T)
     B, T = ids.shape
     if mask is not None and _head_is_plain(model):
-        hidden = model.base_model(input_ids=ids, attention_mask=inputs.get("attention_mask")).last_hidden_state
-        picked = hidden[:, :-1][mask]  # (N, H)
+        packed = packing.worth_packing(model, inputs, mask) if torch.is_grad_enabled() else None
+        if packed is not None:  # an SGLD minibatch, rows in random order: no work on padding (bif.core.packing)
+            picked = packing.packed_hidden(model, packed)[packed.where[:, :-1][mask]]  # (N, H)
+        else:
+            hidden = model.base_model(input_ids=ids, attention_mask=inputs.get("attention_mask")).last_hidden_state
+            picked = hidden[:, :-1][mask]  # (N, H)
         target = ids[:, 1:][mask]  # (N,)
         head = model.get_output_embeddings()
         # without gradients, rows go through the head in chunks whose logits stay in cache for the log-softmax

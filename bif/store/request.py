@@ -18,7 +18,7 @@ from bif.errors import ConfigError
 from bif.lm.data import DataSpec, Query
 from bif.lm.models import ModelSpec
 
-SCHEMA = 1  # of the cache keys; a new schema gives every run a new key
+SCHEMA = 2  # of the cache keys; a new schema gives every run a new key (2: packed SGLD minibatches, bif.core.packing)
 
 
 def digest(obj) -> str:
