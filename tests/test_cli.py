@@ -64,3 +64,15 @@ def test_two_processes_give_the_same_run_and_clean_errors(tiny_lm, tiny_corpus, 
     assert tops[0] == tops[1], "the same scores whatever the number of processes"
     bad = cli(*args, "--procs", "2", "--set", "nbeta=1e8", "--set", "step_size=0.01", cache=tmp_path / "bad")
     assert bad.returncode == 2 and bad.stderr.startswith("error: Chain") and "Traceback" not in bad.stderr
+
+
+def test_a_sampling_process_keeps_freed_memory_for_reuse():
+    import sys
+
+    import pytest
+
+    from bif.core.allocator import keep_freed_memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt only")
+    assert keep_freed_memory()  # glibc took both thresholds

@@ -29,6 +29,9 @@ def check_args(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bif.core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a sampling process: freed tensors are reused, not faulted in again (bif.core.allocator)
     args = parser().parse_args(argv)
     from bif.errors import user_message
 

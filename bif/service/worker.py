@@ -140,7 +140,9 @@ def run_job(d: str | Path) -> str:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m bif.service.worker JOB_DIR")
+    from bif.core.allocator import keep_freed_memory
     from bif.dist.distributed import join
 
+    keep_freed_memory()  # freed tensors are reused, not faulted in again (bif.core.allocator)
     join()  # under torchrun: every rank joins the job's process group (a library call never starts one)
     sys.exit(0 if run_job(sys.argv[1]) in ("done", "cancelled") else 1)
