@@ -215,6 +215,8 @@ PRESETS: dict[str, SamplerConfig] = {
 # of findings two independently seeded runs agree on (flagged-set Jaccard) and the share of null queries where the
 # null flags anything, on the 51 held-out TEST queries with all 850 texts ranked; and the share of top-5 supporting
 # lists two seeds shared (the 12 TUNING queries, README "Speed, and agreement on the tuning set").
+# Measured with the schema-1 sampler (before packed minibatches, README "Trust on held-out queries"); to be
+# re-measured under schema 2 (bif.store.request.SCHEMA) with `bif bench --trust-only`.
 MEASURED = {"test_agreement": {"demo-cpu": 0.78, "careful-cpu": 0.83},
             "test_null_queries": {"demo-cpu": 0.002, "careful-cpu": 0.0}, "top5_overlap": {"demo-cpu": 0.27}}
 
