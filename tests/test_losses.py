@@ -28,7 +28,7 @@ def test_scored_losses_equal_a_naive_loop(tiny_lm):
     for i, ref in enumerate(naive_losses(model, rows)):
         torch.testing.assert_close(got[i, : len(ref)], ref.detach(), rtol=1e-4, atol=1e-5)
         assert torch.all(got[i, len(ref):] == 0), "padding positions are zero"
-    assert examples._PLAIN_HEAD[model], "the tiny Llama takes the fast path"
+    assert examples._head_is_plain.verdicts[model], "the tiny Llama takes the fast path"
 
 
 def test_fast_path_equals_full_logits_path(tiny_lm):

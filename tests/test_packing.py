@@ -94,3 +94,20 @@ def test_a_model_that_ignores_position_ids_is_run_padded():
             return Base()
 
     assert not packing.packs_sequences(NoPositions())
+
+
+def test_a_bfloat16_model_packs_too_and_its_packed_loss_is_the_padded_one_to_bfloat16_rounding(model):
+    import copy
+
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    assert packing.packs_sequences(half), "bfloat16 rounding (a few units) is not a mask that leaks"
+    inputs, mask = _batch([12, 3, 4, 5, 2, 6, 3, 4], T=12, vocab=model.config.vocab_size)
+    assert packing.worth_packing(half, inputs, mask) is not None  # the packed path is the one taken
+    with torch.enable_grad():
+        packed = lm_token_loss(half, inputs, mask).detach()
+        keep, packing.WORTH = packing.WORTH, 0.0
+        try:
+            padded = lm_token_loss(half, inputs, mask).detach()
+        finally:
+            packing.WORTH = keep
+    assert torch.allclose(packed[mask], padded[mask], rtol=0, atol=8 * 2 ** -8 * float(padded[mask].abs().max()))

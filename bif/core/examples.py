@@ -9,13 +9,13 @@ model the inputs are whatever its loss function takes, and positions can be just
 from __future__ import annotations
 
 import hashlib
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from bif.core import packing
+from bif.core.modelcheck import once_per_model
 
 # (model, inputs: dict of (B, ...) tensors) -> per-position losses (B, P); masked positions may hold anything.
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
@@ -134,27 +134,16 @@ def lm_token_loss(model: torch.nn.Module, inputs: dict, mask: torch.Tensor | Non
 lm_token_loss.uses_mask = True  # callers pass the loss mask as a third argument
 
 
-_PLAIN_HEAD: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()  # not on the model
-
-
+@once_per_model
 def _head_is_plain(model: torch.nn.Module) -> bool:
     """True when model(...).logits == get_output_embeddings()(base_model(...).last_hidden_state) (checked once)."""
-    verdict = _PLAIN_HEAD.get(model)
-    if verdict is None:
-        verdict = False
-        head, base = model.get_output_embeddings(), getattr(model, "base_model", None)
-        if head is not None and base is not None and base is not model:
-            with torch.no_grad():
-                dev = next(model.parameters()).device
-                ids = torch.arange(1, 9, device=dev)[None] % model.config.vocab_size  # (1, 8)
-                try:
-                    full = model(input_ids=ids).logits.float()
-                    ours = head(base(input_ids=ids).last_hidden_state).float()
-                    verdict = bool(torch.allclose(full, ours, rtol=1e-4, atol=1e-4))
-                except (AttributeError, TypeError, RuntimeError):
-                    verdict = False
-        _PLAIN_HEAD[model] = verdict
-    return verdict
+    head, base = model.get_output_embeddings(), getattr(model, "base_model", None)
+    if head is None or base is None or base is model:
+        return False
+    ids = torch.arange(1, 9, device=next(model.parameters()).device)[None] % model.config.vocab_size  # (1, 8)
+    full = model(input_ids=ids).logits.float()
+    ours = head(base(input_ids=ids).last_hidden_state).float()
+    return bool(torch.allclose(full, ours, rtol=1e-4, atol=1e-4))
 
 
 def call_loss(loss_fn: LossFn, model: torch.nn.Module, inputs: dict, mask: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,11 @@ models that ignore position ids, or whose masks do not follow them, are run padd
 
 from __future__ import annotations
 
-import weakref
 from typing import NamedTuple
 
 import torch
+
+from bif.core.modelcheck import once_per_model, same_up_to_rounding
 
 WORTH = 0.85  # pack only when it leaves at most this share of the batch's rows (fewer rows: less work)
 
@@ -92,32 +93,23 @@ def packed_hidden(model: torch.nn.Module, packed: Packed) -> torch.Tensor:
     return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
 
 
-_PACKS: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()  # not on the model
-
-
+@once_per_model
 def packs_sequences(model: torch.nn.Module) -> bool:
-    """True when the model's hidden states of two packed sequences equal those of each alone (to 1e-4; checked
-    once per model, without gradients)."""
-    verdict = _PACKS.get(model)
-    if verdict is None:
-        verdict = False
-        base = getattr(model, "base_model", None)
-        if base is not None and base is not model:
-            dev = next(model.parameters()).device
-            V = model.config.vocab_size
-            a = (torch.arange(3, 9, device=dev) * 7) % V  # (6,)
-            b = (torch.arange(2, 6, device=dev) * 5) % V  # (4,)
-            ids = torch.zeros(2, 10, dtype=torch.long, device=dev)  # both fit one row of 10: b starts at 6
-            ids[0, :6], ids[1, :4] = a, b
-            try:
-                packed = pack(ids, torch.tensor([6, 4], device=dev))
-                with torch.no_grad():
-                    alone = [base(input_ids=x[None]).last_hidden_state[0].float() for x in (a, b)]
-                    got = packed_hidden(model, packed).float()  # (R·10, H)
-                verdict = bool(packed.input_ids.shape[0] == 1
-                               and torch.allclose(got[packed.where[0, :6]], alone[0], rtol=1e-4, atol=1e-4)
-                               and torch.allclose(got[packed.where[1, :4]], alone[1], rtol=1e-4, atol=1e-4))
-            except (AttributeError, TypeError, RuntimeError, ValueError):
-                verdict = False
-        _PACKS[model] = verdict
-    return verdict
+    """True when the model's hidden states of two packed sequences equal those of each alone (to 1e-4, or to its
+    dtype's rounding for a bfloat16/float16 model; checked once per model, without gradients)."""
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        return False
+    dev = next(model.parameters()).device
+    V = model.config.vocab_size
+    a = (torch.arange(3, 9, device=dev) * 7) % V  # (6,)
+    b = (torch.arange(2, 6, device=dev) * 5) % V  # (4,)
+    ids = torch.zeros(2, 10, dtype=torch.long, device=dev)  # both fit one row of 10: b starts at 6
+    ids[0, :6], ids[1, :4] = a, b
+    packed = pack(ids, torch.tensor([6, 4], device=dev))
+    alone = [base(input_ids=x[None]).last_hidden_state[0].float() for x in (a, b)]
+    got = packed_hidden(model, packed).float()  # (R·10, H)
+    dtype = next(model.parameters()).dtype
+    return bool(packed.input_ids.shape[0] == 1
+                and same_up_to_rounding(got[packed.where[0, :6]], alone[0], dtype)
+                and same_up_to_rounding(got[packed.where[1, :4]], alone[1], dtype))

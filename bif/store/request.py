@@ -45,6 +45,9 @@ class RunRequest:
         key = {"sampling": self.config.sampling_key(), "storage": [self.config.score_dtype, self.config.trace_dtype]}
         if self.scale.key():
             key["scale"] = self.scale.key()
+            # bfloat16 weights pack their SGLD minibatches since the packing check allows for bfloat16 rounding
+            # (bif.core.modelcheck); before, they ran padded. A different trajectory: a new key.
+            key["packs_low_precision"] = True
         return key
 
     def key_parts(self, fingerprints: dict) -> dict:
