@@ -122,7 +122,8 @@ def disk(run_dir: Path) -> dict:
 
 def frontier(cache: str, preset_name: str = "demo-cpu", steps=(100, 200, 400, 800), seeds=(0, 1),
              quick: bool = False) -> list[dict]:
-    """Seed agreement and source MRR on the TEST paraphrases as runs grow; each size extends the one before."""
+    """Seed agreement and source MRR on the TEST paraphrases as runs grow; each size extends the one before.
+    With one seed, only its runs and its figures (no agreement): two processes, one per seed, fill the cache."""
     from bif.core import influence
     from bif.core.config import preset
     from bif.core.estimators import jaccard
@@ -150,7 +151,7 @@ def frontier(cache: str, preset_name: str = "demo-cpu", steps=(100, 200, 400, 80
                 found[si] += len(flagged[-1])
                 order = [run.train_ids[i] for i in np.argsort(-s.support)]
                 rr[si].append(1.0 / (order.index(src) + 1) if src in order else 0.0)
-            j = jaccard(sorted(flagged[0]), sorted(flagged[1]))
+            j = jaccard(sorted(flagged[0]), sorted(flagged[1])) if len(flagged) == 2 else None
             if j is not None:
                 js.append(j)
         rows.append({"draws": draws, "jaccard_mean": float(np.mean(js)) if js else None, "queries_flagged": len(js),
@@ -199,14 +200,19 @@ def print_frontier(args) -> None:
         steps = (10, 20, 40, 80) if args.quick else tuple(int(x) for x in args.frontier_steps.split(","))
     except ValueError:
         raise ConfigError(f"--frontier-steps {args.frontier_steps}: give draws per chain, e.g. 100,200,400.") from None
+    from bench.trust import parse_seeds
+
+    seeds = parse_seeds(getattr(args, "seeds", None))
+    per = "seed " + " / ".join(str(x) for x in seeds)
     print("trust frontier on the held-out TEST paraphrases, all training texts ranked (each size extends the one "
-          "before; seconds include cached runs at ~0):")
-    print("| draws per chain | findings per query, seed 0 / 1 | flagged-set Jaccard, seeds 0 vs 1 (queries flagging) "
-          "| source MRR seed 0 / 1 | seconds |")
+          "before; seconds include cached runs at ~0" + ("; one seed: no agreement between seeds" if len(seeds) == 1
+                                                          else "") + "):")
+    print(f"| draws per chain | findings per query, {per} | flagged-set Jaccard, seeds {' vs '.join(map(str, seeds))} "
+          f"(queries flagging) | source MRR {per} | seconds |")
     print("|---|---|---|---|---|")
-    for row in frontier(args.cache, args.preset, steps, quick=args.quick):
+    for row in frontier(args.cache, args.preset, steps, seeds=seeds, quick=args.quick):
         j = "n/a" if row["jaccard_mean"] is None else f"{row['jaccard_mean']:.2f}"
-        f0, f1 = row["findings_per_query"]
-        print(f"| {row['draws']} | {f0:.2f} / {f1:.2f} | {j} ({row['queries_flagged']} of {row['queries']}) | "
-              f"{row['mrr'][0]:.2f} / {row['mrr'][1]:.2f} | {' + '.join(f'{s:.0f}' for s in row['seconds'])} |")
+        print(f"| {row['draws']} | {' / '.join(f'{f:.2f}' for f in row['findings_per_query'])} | {j} "
+              f"({row['queries_flagged']} of {row['queries']}) | {' / '.join(f'{m:.2f}' for m in row['mrr'])} | "
+              f"{' + '.join(f'{s:.0f}' for s in row['seconds'])} |")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

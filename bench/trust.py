@@ -182,6 +182,19 @@ def report(results: list[PresetTrust], n_queries: int) -> list[str]:
     return lines
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    """--seeds: '0,1' (the default, two seeds compared) or one seed, computed alone to fill the cache in parallel."""
+    from bif.errors import ConfigError
+
+    try:
+        seeds = tuple(int(x) for x in str(text or "0,1").split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds {text}: give one or two whole numbers, e.g. --seeds 0,1.") from None
+    if not 1 <= len(seeds) <= 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds {text}: give one seed (to compute it alone) or two different ones.")
+    return seeds
+
+
 def main(args) -> list[PresetTrust]:
     """`bif bench` trust section: --presets, --seeds, --queries, --n-scored, --quick; prints the table."""
     from bif.core.config import parse_settings
@@ -190,12 +203,7 @@ def main(args) -> list[PresetTrust]:
     from bif.lm.models import ModelSpec
 
     presets = tuple(p for p in (getattr(args, "presets", None) or ",".join(PRESETS)).split(",") if p)
-    try:
-        seeds = tuple(int(x) for x in str(getattr(args, "seeds", None) or "0,1").split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--seeds {args.seeds}: give one or two whole numbers, e.g. --seeds 0,1.") from None
-    if not 1 <= len(seeds) <= 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"--seeds {args.seeds}: give one seed (to compute it alone) or two different ones.")
+    seeds = parse_seeds(getattr(args, "seeds", None))
     n = getattr(args, "queries", None) or (8 if args.quick else None)
     answers = test_set(n)
     n_scored = getattr(args, "n_scored", 0)

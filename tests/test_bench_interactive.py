@@ -34,3 +34,18 @@ def test_frontier_steps_that_are_not_numbers_get_a_message():
     args = argparse.Namespace(quick=False, frontier_steps="100,lots", cache="cache", preset="demo-cpu")
     with pytest.raises(ConfigError, match="give draws per chain"):
         interactive.print_frontier(args)
+
+
+def test_frontier_seeds_are_one_or_two_different_whole_numbers():
+    import argparse
+
+    import pytest
+
+    from bench.trust import parse_seeds
+    from bif.errors import ConfigError
+
+    assert parse_seeds(None) == (0, 1) and parse_seeds("1") == (1,) and parse_seeds("3,7") == (3, 7)
+    for bad, says in (("0,0", "two different"), ("a", "whole numbers"), ("0,1,2", "two different")):
+        args = argparse.Namespace(quick=False, frontier_steps="100", cache="cache", preset="demo-cpu", seeds=bad)
+        with pytest.raises(ConfigError, match=says):
+            interactive.print_frontier(args)

@@ -85,8 +85,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="demo-cpu", help="preset of the speed measurements, --scan and --basin")
     b.add_argument("--presets", default="demo-cpu,careful-cpu", help="presets whose trust figures are measured "
                    "(two seeds each, on the held-out test queries)")
-    b.add_argument("--seeds", default="0,1", help="trust: the two seeds compared; one seed (e.g. --seeds 1) computes "
-                   "that run alone, so two processes can fill the cache in parallel")
+    b.add_argument("--seeds", default="0,1", help="trust and the frontier: the two seeds compared; one seed (e.g. "
+                   "--seeds 1) computes its runs alone, so two processes can fill the cache in parallel")
     b.add_argument("--queries", type=positive("count"), help="use the first N held-out test queries (default: all 51)")
     b.add_argument("--n-scored", type=positive("count", 0), default=0, help="training samples ranked: 0 (default) "
                    "= all, else a seeded random subset; never chosen by the queries")
