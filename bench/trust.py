@@ -28,6 +28,7 @@ PRESETS = ("demo-cpu", "careful-cpu")
 SEEDS = (0, 1)
 NULL_REPLICAS = 4  # null replicas per query (circular shifts, bif.core.null.check): 4× the null queries
 NULL_MARGIN = 2.0  # real findings per query must exceed NULL_MARGIN × the null's to count as better than noise
+TOP = 5  # the supporting lists compared between seeds: what the app's cards show first
 FAST = {"draws": 20, "burn_in": 10}  # --quick: the presets' chains and settings, far fewer draws (a smoke check)
 
 
@@ -48,6 +49,7 @@ class SeedResult:
     null: np.ndarray  # (R·q,) false findings per query under each of R null replicas
     reciprocal_ranks: list  # (q,) 1/rank of the source, None where it is not among the ranked samples
     flagged: list  # (q,) sets of flagged training ids
+    top: list  # (q,) the TOP most supporting training ids, findings or not
     cached: bool = False  # opened from the cache (computed earlier, under a load not recorded here)
 
 
@@ -92,6 +94,14 @@ class PresetTrust:
                                f"({'within' if within else 'ABOVE'} the {NOMINAL:.0%} that BH allows).")
 
     @property
+    def top_shared(self) -> float:
+        """Mean share of the TOP most supporting samples the two seeds have in common (nan with one seed)."""
+        if len(self.seeds) != 2:
+            return float("nan")
+        a, b = self.seeds
+        return float(np.mean([len(set(x) & set(y)) / TOP for x, y in zip(a.top, b.top)]))
+
+    @property
     def mean_jaccard(self) -> tuple[float, int]:
         js = [j for j in self.jaccard if j is not None]
         return (float(np.mean(js)) if js else float("nan")), len(js)
@@ -129,17 +139,18 @@ def measure(preset_name: str, model, data, answers: list[KnownAnswer], cache_roo
         seconds = sum(chain_seconds(RunFiles(run.dir).chain(c)) for c in range(cfg.chains))
         pairs = [run.trace(i) for i in range(len(answers))]
         check = null.check(pairs, replicas=NULL_REPLICAS)
-        rr, flagged = [], []
+        rr, flagged, top = [], [], []
         for (trace, row), a in zip(pairs, answers):
             s = influence.samples(trace, row)
             flagged.append({run.train_ids[i] for i in np.flatnonzero(s.significant)})
+            top.append([run.train_ids[i] for i in np.argsort(-s.support, kind="stable")[:TOP]])
             if a.source in run.train_ids:
                 mine = s.support[run.train_ids.index(a.source)]
                 rr.append(1.0 / (1 + int(np.sum(s.support > mine))))
             else:
                 rr.append(None)
         verdict = diagnose(pairs[0][0], cfg.nbeta, cfg.burn_in).verdict
-        results.append(SeedResult(seed, seconds, verdict, check.real, check.null, rr, flagged,
+        results.append(SeedResult(seed, seconds, verdict, check.real, check.null, rr, flagged, top,
                                   cached=wall < 0.5 * seconds))
     pair_j = ([jaccard(sorted(a), sorted(b)) for a, b in zip(results[0].flagged, results[1].flagged)]
               if len(results) == 2 else [])
@@ -159,8 +170,8 @@ def report(results: list[PresetTrust], n_queries: int) -> list[str]:
              f"| preset | findings per query (seed {seeds}) | null: false findings per query (seed {seeds}); rate "
              f"per ranked entry; null queries where it flags anything ({NULL_REPLICAS} replicas per query) | "
              f"source MRR (seed {seeds}; queries whose source is ranked) | flagged-set Jaccard between seeds | "
-             "cost per run (s) | verdict | load avg |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"top-{TOP} supporting lists shared by the seeds | cost per run (s) | verdict | load avg |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         mrr = [r.mrr(s) for s in r.seeds]
         j, nj = r.mean_jaccard
@@ -170,6 +181,7 @@ def report(results: list[PresetTrust], n_queries: int) -> list[str]:
                      f"{r.null_queries_with_any:.1%} | {_per_seed([m for m, _ in mrr], '.2f')} ({mrr[0][1]} of "
                      f"{len(r.seeds[0].real)}) | "
                      + (f"{j:.2f} ({nj} queries flag something)" if r.jaccard else "— (one seed)")
+                     + (f" | {r.top_shared:.2f}" if len(r.seeds) == 2 else " | —")
                      + f" | {_per_seed([s.seconds for s in r.seeds], '.0f')} | "
                      f"{' / '.join(s.verdict for s in r.seeds)} | {r.load[0]:.1f} → {r.load[1]:.1f}"
                      + (f" ({load})" if load else "") + " |")

@@ -28,6 +28,9 @@ def test_trust_figures_of_a_preset_on_known_answers(tiny_lm, tiny_corpus, tmp_pa
     assert r.null_rate == pytest.approx(sum(int(s.null.sum()) for s in r.seeds) / (20 * 2 * trust.NULL_REPLICAS * len(known)))
     for j, a, b in zip(r.jaccard, r.seeds[0].flagged, r.seeds[1].flagged):
         assert j == (None if not a | b else len(a & b) / len(a | b))
+    tops = [s.top for s in r.seeds]
+    assert all(len(t) == trust.TOP and len(set(t)) == trust.TOP for seed in tops for t in seed)
+    assert r.top_shared == pytest.approx(np.mean([len(set(a) & set(b)) / trust.TOP for a, b in zip(*tops)]))
     lines = trust.report([r], len(known))
     assert lines[0].startswith("trust on the TEST set (4 held-out") and "20 of 40 training samples" in lines[0]
     assert lines[3].startswith("| demo-cpu | ") and lines[4].startswith("null = the same finding rule")
@@ -45,11 +48,11 @@ def test_one_seed_alone_fills_the_cache_and_says_it_has_no_agreement(tiny_lm, ti
     assert [s.seed for s in r.seeds] == [1] and r.jaccard == [] and r.n_scored == 40
     assert None not in r.seeds[0].reciprocal_ranks
     row = trust.report([r], 4)[3]
-    assert "— (one seed)" in row and "(4 of 4)" in row
+    assert "— (one seed)" in row and "(4 of 4)" in row and np.isnan(r.top_shared)
 
 
 def _trust(real, null, seeds=2):
-    result = [trust.SeedResult(s, 1.0, "ok", np.array(real), np.array(null), [], []) for s in range(seeds)]
+    result = [trust.SeedResult(s, 1.0, "ok", np.array(real), np.array(null), [], [], []) for s in range(seeds)]
     return trust.PresetTrust("demo-cpu", {}, 850, "all", result, [], (0.0, 0.0))
 
 
