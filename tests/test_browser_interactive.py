@@ -28,9 +28,17 @@ def test_ask_another_completion_and_find_its_heatmap(server, browser):  # noqa: 
     page.get_by_text("Ask about another completion").click()
     page.get_by_label("Prompt", exact=True).fill("User: what is 9 plus 9?\nBot:")  # no training text has a 9 + b
     page.get_by_label("Completion to explain", exact=True).fill(" 18")
+    page.get_by_label("Completion to explain", exact=True).press("Tab")  # the form holds the typed value
     t0 = time.perf_counter()
     page.get_by_role("button", name="Ask", exact=True).click()
-    page.get_by_text("Answered from stored draws").wait_for(timeout=60_000)
+    answered = page.get_by_text("Answered from stored draws")
+    try:  # the answer, or the message the page shows instead (a failure then says what the user would read)
+        answered.or_(page.locator('[data-testid="stAlertContentError"]')).first.wait_for(timeout=120_000)
+    except Exception as e:  # noqa: BLE001 - playwright's TimeoutError: say what the server logged
+        log = (model.parent / "server.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"no answer after 120 s ({e}); server log ends:\n{log}") from None
+    assert answered.count(), "the page shows an error: " + " | ".join(
+        page.locator('[data-testid="stAlertContentError"]').all_text_contents())
     settle(page)
     print(f"\nask from click to new heatmap: {time.perf_counter() - t0:.1f} s")
     assert "q=1" in page.url, "the page switched to the new query"
