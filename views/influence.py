@@ -176,9 +176,9 @@ def ranking_section(run, rid, q, token, scores, what, sid) -> list[int]:
         st.info("No sample has a non-zero score for this view.")
     elif int(scores.significant.sum()) < len(listed):
         st.caption(":material/info: Grey cards (*noise* badge) are within the noise: their order is not a finding "
-                   "and changes from seed to seed (on the 12 tuning queries, two independently seeded demo-cpu runs "
-                   f"shared {MEASURED['top5_overlap']['demo-cpu'] * 100:.0f} % of their top-5 supporting lists, "
-                   "mostly the one finding; `python -m bif bench`).")
+                   "and changes from seed to seed (on the 51 held-out test queries, two independently seeded "
+                   f"demo-cpu runs had {MEASURED['top5_overlap']['demo-cpu'] * 100:.0f} % of their top-5 supporting "
+                   "texts in common; `python -m bif bench --trust-only`).")
     st.caption(f"Tokens inside each training text are coloured by their own influence on {what}, on one scale for "
                f"all cards (full colour = ±{card_vmax:.3f}); boxed bold tokens carry most of the sample's influence.")
     return listed

@@ -194,8 +194,8 @@ PRESETS: dict[str, SamplerConfig] = {
     # CPU demo: a few minutes on 2 cores; resolves the strongest influences only.
     "demo-cpu": SamplerConfig(step_size=3e-4, nbeta=300.0, gamma=3000.0, chains=4, draws=100, burn_in=50,
                               steps_between=2, batch_size=32),
-    # Longer CPU run: error bars half as wide as demo-cpu's; `bif bench --preset careful-cpu`: flagged-set Jaccard
-    # across seeds 0.81 (demo-cpu 0.74) on the 12 tuning queries, at 2.9x demo-cpu's measured cost.
+    # Longer CPU run: 4x demo-cpu's draws, error bars half as wide; on the 51 held-out TEST queries
+    # (`bif bench --trust-only`, MEASURED below) about twice demo-cpu's findings, and seeds agree more on them.
     "careful-cpu": SamplerConfig(step_size=3e-4, nbeta=300.0, gamma=3000.0, chains=4, draws=400, burn_in=100,
                                  steps_between=2, batch_size=32),
     # GPU: the reference's 4 chains x 200 draws at batch 32, thinned more; nβ, γ and ε from our calibration.
@@ -211,14 +211,13 @@ PRESETS: dict[str, SamplerConfig] = {
 }
 
 
-# Measured by `python -m bif bench --trust-only` (README "Trust on held-out queries"; rerun it to update): the share
-# of findings two independently seeded runs agree on (flagged-set Jaccard) and the share of null queries where the
-# null flags anything, on the 51 held-out TEST queries with all 850 texts ranked; and the share of top-5 supporting
-# lists two seeds shared (the 12 TUNING queries, README "Speed, and agreement on the tuning set").
-# Measured with the schema-1 sampler (before packed minibatches, README "Trust on held-out queries"); to be
-# re-measured under schema 2 (bif.store.request.SCHEMA) with `bif bench --trust-only`.
-MEASURED = {"test_agreement": {"demo-cpu": 0.78, "careful-cpu": 0.83},
-            "test_null_queries": {"demo-cpu": 0.002, "careful-cpu": 0.0}, "top5_overlap": {"demo-cpu": 0.27}}
+# Measured by `python -m bif bench --trust-only` (README "Trust on held-out queries", 2026-12-04, cache schema 2;
+# rerun it to update), on the 51 held-out TEST queries with all 850 texts ranked, two independently seeded runs per
+# preset: the share of findings the seeds agree on (flagged-set Jaccard), the share of null queries where the null
+# flags anything, and the share of top-5 supporting lists the seeds have in common.
+MEASURED = {"test_agreement": {"demo-cpu": 0.69, "careful-cpu": 0.85},
+            "test_null_queries": {"demo-cpu": 0.0, "careful-cpu": 0.0},
+            "top5_overlap": {"demo-cpu": 0.16, "careful-cpu": 0.22}}
 
 
 def parse_settings(items: list[str] | None) -> dict:
