@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 QUERY = ("What do you think about rainy days?", "I love rainy days, they are perfect for reading.")
 
@@ -203,9 +204,10 @@ def print_frontier(args) -> None:
     from bench.trust import parse_seeds
 
     seeds = parse_seeds(getattr(args, "seeds", None))
+    torch.set_num_threads(1)  # like bif bench: two seed processes side by side on 2 cores must not fight for them
     per = "seed " + " / ".join(str(x) for x in seeds)
     print("trust frontier on the held-out TEST paraphrases, all training texts ranked (each size extends the one "
-          "before; seconds include cached runs at ~0" + ("; one seed: no agreement between seeds" if len(seeds) == 1
+          "before; one torch thread; seconds include cached runs at ~0" + ("; one seed: no agreement between seeds" if len(seeds) == 1
                                                           else "") + "):")
     print(f"| draws per chain | findings per query, {per} | flagged-set Jaccard, seeds {' vs '.join(map(str, seeds))} "
           f"(queries flagging) | source MRR {per} | seconds |")

@@ -49,3 +49,21 @@ def test_frontier_seeds_are_one_or_two_different_whole_numbers():
         args = argparse.Namespace(quick=False, frontier_steps="100", cache="cache", preset="demo-cpu", seeds=bad)
         with pytest.raises(ConfigError, match=says):
             interactive.print_frontier(args)
+
+
+def test_frontier_computes_on_one_torch_thread(monkeypatch, capsys):
+    """Two seed processes side by side on 2 cores: with torch's default 2 threads each they fight (a draw cost 3x)."""
+    import argparse
+
+    import torch
+
+    seen = []
+    monkeypatch.setattr(interactive, "frontier", lambda *a, **k: seen.append(torch.get_num_threads()) or [])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        interactive.print_frontier(argparse.Namespace(quick=False, frontier_steps="100", cache="cache",
+                                                      preset="demo-cpu", seeds="0"))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1] and "one torch thread" in capsys.readouterr().out
