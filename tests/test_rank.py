@@ -106,3 +106,24 @@ def test_a_finished_demo_run_goes_on_to_rank_every_conversation(subset_run, monk
     assert not started
     worker._rank_afterwards(req, some)
     assert [(r.kind, r.run_key) for r in started] == [("rank", some.key)]
+
+
+def test_ranking_afterwards_gives_way_to_questions_asked_meanwhile(subset_run, tmp_path):
+    """The rank job's worker (a separate process) runs at a lower CPU priority than the app, whose questions come
+    first; a run job's worker keeps the app's priority."""
+    import os
+
+    from bif.layout import JobFiles
+    from bif.service import jobs, jobspec, worker
+    from tests.test_jobs import wait
+
+    cache, some, _ = subset_run
+    root = tmp_path / "c"
+    shutil.copytree(cache, root)
+    job = jobs.start_job(jobspec.rank_job_spec(some, root), root)
+    assert wait(job, root)["state"] == "done"
+    log = JobFiles(jobs.job_dir(job, root)).log.read_text()
+    assert f"CPU priority lowered (nice {os.nice(0) + worker.BACKGROUND_NICE})" in log, log
+    run_job = jobs.create_job(job_spec("run", some.request["model"], some.request["data"], [QUERY.to_dict()],
+                                       some.request["config"], root), root)
+    assert worker.yield_cpu(jobs.job_dir(run_job, root)) == os.nice(0)  # in this process: unchanged

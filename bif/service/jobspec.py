@@ -35,6 +35,12 @@ class JobSpec:
         """The query the job is about (the first of its request; None for a request without queries)."""
         return self.run.queries[0] if self.run.queries else None
 
+    @property
+    def background(self) -> bool:
+        """Follow-up work nobody waits for (ranking the rest of the training set after a run): its worker runs at a
+        lower CPU priority (bif.service.worker.BACKGROUND_NICE), so a question asked meanwhile is not slowed by it."""
+        return self.kind == "rank"
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "run": self.run.to_json(), "cache_root": self.cache_root,
                 "run_key": self.run_key, "preset": self.preset, "procs": self.procs}

@@ -20,6 +20,7 @@ from bif.lm import registry
 from bif.service import jobs
 from bif.service.jobspec import JobSpec, rank_job_spec
 
+BACKGROUND_NICE = 10  # CPU priority of a background job's worker: a question asked in the app comes first
 HISTORY_POINTS = 200  # per chain, kept in progress.json for the live chart
 WRITE_EVERY_S = 0.5
 
@@ -102,6 +103,25 @@ def _rank_afterwards(spec: JobSpec, run) -> None:
         jobs.start_job(rank_job_spec(run, spec.cache_root), spec.cache_root)
 
 
+def yield_cpu(d: str | Path) -> int:
+    """In a worker process of a background job (JobSpec.background), lower its CPU priority by BACKGROUND_NICE and
+    say so in the job's log. Returns the process's niceness (unchanged for other jobs, or where the OS has none)."""
+    try:
+        background = JobSpec.from_json(json.loads(JobFiles(Path(d)).spec.read_text())).background
+    except (OSError, ValueError):
+        return 0  # run_job reports what is wrong with the job
+    if not background or not hasattr(os, "nice"):
+        return os.nice(0) if hasattr(os, "nice") else 0
+    level = os.nice(BACKGROUND_NICE)
+    try:  # Linux groups a session's processes (autogroup, on by default) and shares the CPU between the groups:
+        Path("/proc/self/autogroup").write_text(str(level))  # a niceness counts only inside its group otherwise
+    except OSError:
+        pass
+    print(f"background job: CPU priority lowered (nice {level}) so that questions asked meanwhile come first",
+          flush=True)
+    return level
+
+
 def run_job(d: str | Path) -> str:
     """Execute the job in directory d (in this process). Returns the final state.
 
@@ -144,5 +164,6 @@ if __name__ == "__main__":
     from bif.dist.distributed import join
 
     keep_freed_memory()  # freed tensors are reused, not faulted in again (bif.core.allocator)
+    yield_cpu(sys.argv[1])  # ranking the rest of the training set gives way to questions asked in the app
     join()  # under torchrun: every rank joins the job's process group (a library call never starts one)
     sys.exit(0 if run_job(sys.argv[1]) in ("done", "cancelled") else 1)
