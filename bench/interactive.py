@@ -206,9 +206,9 @@ def print_frontier(args) -> None:
     seeds = parse_seeds(getattr(args, "seeds", None))
     torch.set_num_threads(1)  # like bif bench: two seed processes side by side on 2 cores must not fight for them
     per = "seed " + " / ".join(str(x) for x in seeds)
+    alone = "; one seed: no agreement between seeds" if len(seeds) == 1 else ""
     print("trust frontier on the held-out TEST paraphrases, all training texts ranked (each size extends the one "
-          "before; one torch thread; seconds include cached runs at ~0" + ("; one seed: no agreement between seeds" if len(seeds) == 1
-                                                          else "") + "):")
+          f"before; one torch thread; seconds include cached runs at ~0{alone}):")
     print(f"| draws per chain | findings per query, {per} | flagged-set Jaccard, seeds {' vs '.join(map(str, seeds))} "
           f"(queries flagging) | source MRR {per} | seconds |")
     print("|---|---|---|---|---|")

@@ -110,8 +110,10 @@ def yield_cpu(d: str | Path) -> int:
         background = JobSpec.from_json(json.loads(JobFiles(Path(d)).spec.read_text())).background
     except (OSError, ValueError):
         return 0  # run_job reports what is wrong with the job
-    if not background or not hasattr(os, "nice"):
-        return os.nice(0) if hasattr(os, "nice") else 0
+    if not hasattr(os, "nice"):
+        return 0
+    if not background:
+        return os.nice(0)
     level = os.nice(BACKGROUND_NICE)
     try:  # Linux groups a session's processes (autogroup, on by default) and shares the CPU between the groups:
         Path("/proc/self/autogroup").write_text(str(level))  # a niceness counts only inside its group otherwise
