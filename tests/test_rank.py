@@ -127,3 +127,16 @@ def test_ranking_afterwards_gives_way_to_questions_asked_meanwhile(subset_run, t
     run_job = jobs.create_job(job_spec("run", some.request["model"], some.request["data"], [QUERY.to_dict()],
                                        some.request["config"], root), root)
     assert worker.yield_cpu(jobs.job_dir(run_job, root)) == os.nice(0)  # in this process: unchanged
+
+
+def test_influence_page_says_what_the_running_rank_job_does(subset_run, tmp_path):
+    from bif.service import jobs, jobspec
+
+    cache, some, _ = subset_run
+    root = tmp_path / "c"
+    shutil.copytree(cache, root)
+    jobs.create_job(jobspec.rank_job_spec(some, root), root)  # queued: active, no worker needed here
+    at = app(root, "views/influence.py", run=some.key)
+    bars = [p for p in at.get("progress")]
+    assert bars and "Ranking the 28 other training texts in the background" in bars[0].proto.text, bars
+    assert not [b for b in at.button if b.key.startswith("rank-")]

@@ -31,7 +31,7 @@ def rank_box(run: bif.Run) -> None:
         return
     job = rank_job(run)
     if job is not None:
-        st.fragment(_progress, run_every=2.0)(job["id"])
+        st.fragment(_progress, run_every=2.0)(job["id"], rest)
         return
     n, root = run.request.get("n_train", "?"), common.cache_root()
     st.button(f"Rank all {n} training texts ({rest} more)", key=f"rank-{run.key}", on_click=_start, args=(run,),
@@ -42,8 +42,10 @@ def rank_box(run: bif.Run) -> None:
 
 
 @common.guarded
-def _progress(job_id: str) -> None:
+def _progress(job_id: str, rest: int) -> None:
     s = jobs.job_status(job_id, common.cache_root())
     if s["state"] not in jobs.ACTIVE:
         st.rerun(scope="app")  # the run now ranks everything: draw it again
-    st.progress(min(max(float(s["progress"].get("fraction", 0.0)), 0.0), 1.0), text=describe(s["progress"]))
+    st.progress(min(max(float(s["progress"].get("fraction", 0.0)), 0.0), 1.0),
+                text=f"Ranking the {rest} other training texts in the background (a question asked meanwhile comes "
+                     f"first): {describe(s['progress'])}")
